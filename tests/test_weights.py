@@ -355,6 +355,21 @@ def test_ftcn_layout_tensor_count(random_ckpt: Path, tmp_path: Path) -> None:
     assert not r.ok and "275 tensors, expected 276" in r.message
 
 
+def test_gpu_saved_legacy_checkpoint_loads_on_cpu(tmp_path: Path) -> None:
+    """The official file is a legacy pickle with CUDA location tags; verify must load it without a GPU."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"a": torch.ones(3), "b": torch.zeros(1, dtype=torch.int64)}, buf,
+               _use_new_zipfile_serialization=False)
+    tag_cpu, tag_gpu = b"X\x03\x00\x00\x00cpu", b"X\x06\x00\x00\x00cuda:0"
+    assert buf.getvalue().count(tag_cpu) == 1
+    (tmp_path / "gpu.pth").write_bytes(buf.getvalue().replace(tag_cpu, tag_gpu))
+    assert w.count_tensors(tmp_path / "gpu.pth") == 2
+
+
 # ------------------------------------------------------------------ CLI
 
 
