@@ -31,6 +31,10 @@ from ftcn.retinaface_net import MEAN_RGB_ORDER, MIN_SIZES, STEPS, VARIANCES, Ret
 _MAX_PIXELS_PER_FORWARD = 8 * 1920 * 1080
 # Upper bound on elements of the temporary IoU blocks built during NMS.
 _MAX_NMS_BLOCK_ELEMENTS = 1 << 22
+# Frames whose NMS matrices are resolved together are limited so N*K*K stays below this.
+_MAX_NMS_MATRIX_ELEMENTS = 1 << 25
+# Fixed-point NMS steps before falling back to the exact row scan (real frames need well under 10).
+_FIXED_POINT_STEPS = 32
 
 
 @dataclass
@@ -191,23 +195,31 @@ def greedy_nms(boxes: torch.Tensor, valid: torch.Tensor, thresh: float) -> torch
 
     boxes (N, K, 4) are sorted by descending score per frame, `valid` (N, K) marks real candidates
     (padding is never kept and never suppresses). Greedy NMS keeps box j iff no *kept* earlier box i
-    overlaps it above `thresh`. That recurrence is solved by fixed-point iteration on the whole matrix
-    (the Cluster-NMS scheme): keep <- valid & not any_i(keep_i & S_ij). Because S is strictly upper
-    triangular the fixed point is unique and equals the sequential greedy result; the loop runs at most
-    K + 1 times and in practice a handful.
+    overlaps it above `thresh`. That recurrence is first solved by fixed-point iteration on the whole
+    matrix (the Cluster-NMS scheme): keep <- valid & not any_i(keep_i & S_ij). S is strictly upper
+    triangular, so the fixed point is unique and equals the sequential greedy result; on real detections
+    it converges in a few steps. Long suppression chains (rare, adversarial) fall back to an exact scan
+    over rows, still batched over frames and without host syncs.
     """
     n, k = valid.shape
     if k == 0:
         return valid.clone()
+    if n > 1 and n * k * k > _MAX_NMS_MATRIX_ELEMENTS:
+        half = n // 2
+        return torch.cat([greedy_nms(boxes[:half], valid[:half], thresh),
+                          greedy_nms(boxes[half:], valid[half:], thresh)])
     sup = _suppression_matrix(boxes, thresh) & valid[:, :, None]
     sup_f = sup.to(torch.float32)
     keep = valid.clone()
-    for _ in range(k + 1):
+    for _ in range(_FIXED_POINT_STEPS):
         hit = torch.bmm(keep.to(torch.float32).unsqueeze(1), sup_f).squeeze(1) > 0
         new_keep = valid & ~hit
         if torch.equal(new_keep, keep):
-            break
+            return keep
         keep = new_keep
+    keep = valid.clone()
+    for i in range(k - 1):
+        keep[:, i + 1 :] &= ~(sup[:, i, i + 1 :] & keep[:, i : i + 1])
     return keep
 
 
