@@ -47,19 +47,20 @@ class DetectedFrame:
 
 @dataclass
 class ClipJob:
-    """A 32-frame face clip ready for alignment: crops live in the track's ring buffer slots."""
+    """A 32-frame face clip ready for alignment, in `ftcn.align.pack_crops` slot layout."""
 
     stream_id: str
     track_id: int
     frame_indices: list[int]
     pts: list[float]
     arrivals: list[float]
-    crops: list[np.ndarray]  # per frame: (h, w, 3) uint8 big-box crop
-    big_boxes: np.ndarray  # (T, 4) frame coords of each crop
+    crops: Any  # torch uint8 (T, 3, S, S): big-box crop of each frame at the slot's top-left
+    scales: Any  # torch float64 (T,): slot pixels per frame pixel (1.0 unless shrunk)
+    big_boxes: np.ndarray  # (T, 4) int64 frame coords of each crop
     landmarks: np.ndarray  # (T, 5, 2) frame coords
     boxes: np.ndarray  # (T, 4) detector boxes (for sinks)
     generation: int = 0
-    created: float = 0.0
+    live: bool = True
 
 
 @dataclass

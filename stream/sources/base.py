@@ -9,6 +9,7 @@ Every state change is reported through `on_status` as a `SourceStatus`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import threading
@@ -279,7 +280,7 @@ class PyAVSource(Source):
                         got_any = True
                         w, h = vf.width, vf.height
                         loop.call_soon_threadsafe(
-                            self.report, "live", fps=fps, resolution=[w, h], error=None, attempt=0
+                            functools.partial(self.report, "live", fps=fps, resolution=[w, h], error=None, attempt=0)
                         )
                     if not self._deliver(loop, out, frame):
                         return "stopped"

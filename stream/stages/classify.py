@@ -1,0 +1,93 @@
+"""Classify: FTCN+TT over batches of aligned clips from all streams and faces, in a worker thread."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ftcn.model import normalize_clips
+from stream.frames import AlignedClip, ClipScore
+from stream.queues import StageQueue, get_batch
+
+log = logging.getLogger("stream.classify")
+
+
+class TorchClassifier:
+    """Callable: uint8 clips (B, T, H, W, 3) -> probabilities (B,) float, no second sigmoid."""
+
+    def __init__(self, checkpoint: str | Path, device: str) -> None:
+        from ftcn.checkpoint import load_ftcn
+
+        self.device = device
+        self.model = load_ftcn(checkpoint, device=device)
+        self.name = "torch"
+
+    @torch.inference_mode()
+    def __call__(self, clips: torch.Tensor) -> list[float]:
+        probs = self.model(normalize_clips(clips.to(self.device)))
+        return [float(p) for p in probs[:, 0].float().cpu()]
+
+
+def load_classifier(cfg: dict[str, Any], checkpoint: str | Path, device: str) -> Any:
+    """The configured engine (`engine.backend`): a compiled engine from `engines` when that package
+    provides one, else the torch model (CUDA or CPU)."""
+    backend = str(cfg.get("engine", {}).get("backend", "torch"))
+    if backend != "torch":
+        try:
+            engines = importlib.import_module("engines")
+            loader = getattr(engines, "load_classifier", None)
+            if loader is not None:
+                return loader(cfg, checkpoint, device)
+            log.warning("engine backend %r requested but engines.load_classifier is missing; using torch", backend)
+        except Exception as exc:  # noqa: BLE001 - fall back, but say so
+            log.warning("engine backend %r unavailable (%s); using torch", backend, exc)
+    return TorchClassifier(checkpoint, device)
+
+
+class ClassifyStage:
+    """Batches clips across streams (`max_batch`/timeout); control items pass through in order."""
+
+    def __init__(
+        self, classifier: Callable[[torch.Tensor], list[float]], inp: StageQueue[Any],
+        emit: Callable[[Any], Awaitable[None]], executor: Executor, max_batch: int = 4,
+        timeout_ms: float = 20.0, metrics: Any = None,
+    ) -> None:
+        self.classifier = classifier
+        self.inp = inp
+        self.emit = emit
+        self.executor = executor
+        self.max_batch = max_batch
+        self.timeout_s = timeout_ms / 1000.0
+        self.metrics = metrics
+        self.clips = 0
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            items = await get_batch(self.inp, self.max_batch, self.timeout_s)
+            clips = [i for i in items if isinstance(i, AlignedClip)]
+            scores: dict[int, float] = {}
+            if clips:
+                t0 = time.perf_counter()
+                x = torch.stack([c.frames for c in clips])
+                probs = await loop.run_in_executor(self.executor, self.classifier, x)
+                done = time.time()
+                scores = {id(c): p for c, p in zip(clips, probs)}
+                self.clips += len(clips)
+                if self.metrics is not None:
+                    self.metrics.stage_latency.labels("classify").observe(time.perf_counter() - t0)
+                    self.metrics.batch_size.labels("classify").observe(len(clips))
+            for item in items:
+                if isinstance(item, AlignedClip):
+                    await self.emit(ClipScore(item.job, scores[id(item)], done))
+                else:
+                    await self.emit(item)
+                self.inp.task_done()
