@@ -17,6 +17,7 @@ from ftcn.errors import FTCNError
 # Order is the order shown in --help.
 COMMAND_MODULES = [
     "ftcn.commands.analyze",
+    "ftcn.commands.run",
     "ftcn.commands.weights",
 ]
 
