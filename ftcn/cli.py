@@ -19,6 +19,7 @@ COMMAND_MODULES = [
     "ftcn.commands.analyze",
     "ftcn.commands.run",
     "ftcn.commands.weights",
+    "ftcn.commands.serve",
 ]
 
 
