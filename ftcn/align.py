@@ -338,8 +338,8 @@ def warp_clips_torch(
       1.0 when the crop fits), with pixel centres mapped as F.interpolate(align_corners=False,
       scale_factor=s) maps them: buffer pixel j has its centre at crop coordinate (j + .5)/s - .5.
       The crop must fill round(W_t * s) x round(H_t * s) buffer pixels. ``pack_crops`` builds such
-      buffers. The rest of the slot is never read (bilinear weight 0 at most), so a reused ring
-      buffer does not need clearing, as long as it holds finite values.
+      buffers. The rest of the slot is only touched with a bilinear weight of 0 (up to float
+      rounding, ~1e-5), so a reused ring buffer does not need clearing if it holds finite values.
     * ``big_boxes`` (B, T, 4): the crops' big boxes, x1, y1, x2, y2 in frame coordinates.
     * ``scales`` (B, T), as above.
     * ``matrices`` (B, 2, 3) and ``left_tops`` (B, 2): the clip transforms from
