@@ -246,7 +246,15 @@ class MQTTSink:
             if self._closing:
                 return
             self._wake.clear()
-            await self._wake.wait()
+            # Idle: wake on new messages, but notice a lost connection right away (aiomqtt
+            # only reports it through this future), so reconnecting starts before the next publish.
+            lost: asyncio.Future = client._disconnected  # noqa: SLF001
+            waiter = asyncio.ensure_future(self._wake.wait())
+            done, _ = await asyncio.wait({waiter, lost}, return_when=asyncio.FIRST_COMPLETED)
+            if lost in done:
+                waiter.cancel()
+                exc = lost.exception()
+                raise aiomqtt.MqttError(f"connection lost: {exc}" if exc else "connection lost")
 
     async def _publish(self, client: aiomqtt.Client, msg: Outgoing) -> None:
         props = None
