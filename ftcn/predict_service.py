@@ -123,12 +123,16 @@ class PredictService:
 
     @classmethod
     def from_config(
-        cls, cfg: dict[str, Any], checkpoint: str | Path | None = None, device: str | None = None
+        cls,
+        cfg: dict[str, Any],
+        checkpoint: str | Path | None = None,
+        device: str | None = None,
+        detector_weights: str | Path | None = None,
     ) -> PredictService:
         """Load the real `Analyzer` (model + detector) once and wrap it."""
         from ftcn.analyze import Analyzer
 
-        return cls(cfg, Analyzer(cfg, checkpoint=checkpoint, device=device))
+        return cls(cfg, Analyzer(cfg, checkpoint=checkpoint, device=device, detector_weights=detector_weights))
 
     def close(self) -> None:
         """Release the worker threads (running jobs finish); a later request starts new ones."""
@@ -381,11 +385,21 @@ async def read_json_body(request: web.Request, limit: int) -> Any:
         raise Refusal(400, "invalid_json", "the request body is not valid JSON") from None
 
 
-def add_predict_routes(app: web.Application, service: PredictService) -> None:
-    """Mount GET /healthcheck and POST /predict on `app` (the live analyzer's or a standalone one)."""
+def _has_route(app: web.Application, method: str, path: str) -> bool:
+    return any(
+        r.method == method and r.resource is not None and r.resource.canonical == path for r in app.router.routes()
+    )
+
+
+def add_predict_routes(app: web.Application, service: PredictService, *, healthcheck: bool | None = None) -> None:
+    """Mount POST /predict (and GET /healthcheck) on `app`: the live analyzer's or a standalone one.
+
+    `healthcheck=None` adds /healthcheck only when `app` has none yet; a host app with its own
+    can merge `service.health()` into its answer instead. `app[PREDICT_SERVICE]` is the service.
+    """
 
     @_json_errors
-    async def healthcheck(_request: web.Request) -> web.Response:
+    async def health(_request: web.Request) -> web.Response:
         return web.json_response(service.health())
 
     @_json_errors
@@ -400,7 +414,8 @@ def add_predict_routes(app: web.Application, service: PredictService) -> None:
         service.close()
 
     app[PREDICT_SERVICE] = service
-    app.router.add_get("/healthcheck", healthcheck)
+    if healthcheck or (healthcheck is None and not _has_route(app, "GET", "/healthcheck")):
+        app.router.add_get("/healthcheck", health)
     app.router.add_route("*", "/predict", predict)
     app.on_cleanup.append(_close)
 

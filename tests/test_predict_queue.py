@@ -120,15 +120,27 @@ def test_add_predict_routes_mounts_on_an_existing_app(video: Path) -> None:
     async def streams(_request: web.Request) -> web.Response:
         return web.json_response({"streams": []})
 
-    app = web.Application()
-    app.router.add_get("/streams", streams)
-    add_predict_routes(app, PredictService(serve_cfg(allowed_dirs=[str(video.parent)]), StandInAnalyzer()))
+    async def own_health(_request: web.Request) -> web.Response:
+        return web.json_response({"healthy": True, "owner": "host"})
+
+    service = PredictService(serve_cfg(allowed_dirs=[str(video.parent)]), StandInAnalyzer())
+    plain = web.Application()
+    plain.router.add_get("/streams", streams)
+    add_predict_routes(plain, service)
+    host = web.Application()
+    host.router.add_get("/healthcheck", own_health)
+    add_predict_routes(host, service)  # keeps the host's /healthcheck
 
     async def go() -> None:
-        async with TestClient(TestServer(app, host="127.0.0.1")) as client:
+        async with TestClient(TestServer(plain, host="127.0.0.1")) as client:
             assert (await client.get("/streams")).status == 200
-            assert (await (await client.get("/healthcheck")).json())["healthy"] is True
+            health = await (await client.get("/healthcheck")).json()
+            assert health["healthy"] is True and health["model"]["id"] == "ftcn_tt"
             status, body = await post_predict(client, {"file_path": str(video)})
             assert status == 200 and body["df_probability"] == 0.25
+        async with TestClient(TestServer(host, host="127.0.0.1")) as client:
+            assert (await (await client.get("/healthcheck")).json())["owner"] == "host"
+            status, body = await post_predict(client, {"file_path": str(video)})
+            assert status == 200 and body["prediction"] == "REAL"
 
     asyncio.run(go())

@@ -17,6 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=None, help="listen port (default: serve.port, 8000)")
     p.add_argument("--config", "-c", default=None, help="YAML config overriding configs/default.yaml")
     p.add_argument("--checkpoint", default=None, help="FTCN checkpoint (default: the weights cache)")
+    p.add_argument("--detector-weights", default=None, help="RetinaFace weights (default: the weights cache)")
+    p.add_argument("--weights-dir", default=None, help="weights cache directory")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
     p.add_argument(
         "--allow-dir",
@@ -37,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
     from ftcn.errors import ConfigError
     from ftcn.predict_service import PredictService, create_app
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, {"weights": {"dir": args.weights_dir}} if args.weights_dir else None)
     serve = cfg.setdefault("serve", {})
     if args.allow_dir:
         serve["allowed_dirs"] = list(serve.get("allowed_dirs") or []) + list(args.allow_dir)
@@ -45,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
     port = args.port if args.port is not None else int(serve.get("port", 8000))
     if not 0 <= port < 65536:
         raise ConfigError(f"invalid port {port}")
-    service = PredictService.from_config(cfg, checkpoint=args.checkpoint, device=args.device)
+    service = PredictService.from_config(
+        cfg, checkpoint=args.checkpoint, device=args.device, detector_weights=args.detector_weights
+    )
     info = service.health()
     logging.getLogger("ftcn.serve").info(
         "model %s (sha256 %s) on %s; allowed dirs: %s; auth: %s",
