@@ -186,7 +186,8 @@ def _suppression_matrix(boxes: torch.Tensor, thresh: float) -> torch.Tensor:
         inter = (xx2 - xx1 + 1).clamp_(min=0.0) * (yy2 - yy1 + 1).clamp_(min=0.0)
         iou = inter / (areas[:, s:e, None] + areas[:, None, :] - inter)
         upper = cols[None, :] > torch.arange(s, e, device=boxes.device)[:, None]
-        out[:, s:e] = (iou > thresh) & upper
+        # `not <=` rather than `>`: like the reference, a NaN overlap (degenerate boxes) suppresses.
+        out[:, s:e] = ~(iou <= thresh) & upper
     return out
 
 
