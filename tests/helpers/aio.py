@@ -61,13 +61,14 @@ class Subscriber:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
 
-    def matching(self, pred: Callable[[str, Any], bool]) -> list[tuple[str, Any, bool]]:
-        return [m for m in list(self.messages) if pred(m[0], m[1])]
+    def matching(self, pred: Callable[[str, Any], bool], since: int = 0) -> list[tuple[str, Any, bool]]:
+        return [m for m in list(self.messages)[since:] if pred(m[0], m[1])]
 
-    async def wait_for(self, pred: Callable[[str, Any], bool], timeout: float, what: str = "") -> tuple:
+    async def wait_for(self, pred: Callable[[str, Any], bool], timeout: float, what: str = "", since: int = 0) -> tuple:
+        """First message (from index `since`) matching `pred`, waiting up to `timeout` s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            hits = self.matching(pred)
+            hits = self.matching(pred, since)
             if hits:
                 return hits[0]
             await asyncio.sleep(0.1)
