@@ -20,6 +20,9 @@ COMMAND_MODULES = [
     "ftcn.commands.run",
     "ftcn.commands.weights",
     "ftcn.commands.serve",
+    "ftcn.commands.preprocess",
+    "ftcn.commands.train",
+    "ftcn.commands.evaluate",
 ]
 
 
