@@ -48,14 +48,20 @@ class Analyzer:
         checkpoint: str | Path | None = None,
         device: str | None = None,
         detector_weights: str | Path | None = None,
+        *,
+        model: torch.nn.Module | None = None,
+        detector: RetinaFaceDetector | None = None,
     ) -> None:
+        """`model`/`detector`: already-loaded parts to share (the live server passes its own)."""
         self.cfg = cfg
         self.device = resolve_device(device or cfg["analyze"].get("device", "auto"))
         self.checkpoint = resolve_checkpoint(cfg, checkpoint)
         self.detector_weights = resolve_detector_weights(cfg, detector_weights)
         t0 = time.perf_counter()
-        self.model = load_ftcn(self.checkpoint, device=self.device)
-        self.detector = RetinaFaceDetector.from_config(cfg["detector"], self.detector_weights, device=self.device)
+        self.model = model if model is not None else load_ftcn(self.checkpoint, device=self.device)
+        self.detector = detector or RetinaFaceDetector.from_config(
+            cfg["detector"], self.detector_weights, device=self.device
+        )
         self.load_s = time.perf_counter() - t0
         self.model_id = str(cfg["model"]["id"])
         self.model_sha256 = file_sha256(self.checkpoint)

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from stream.http import MQTT_SINK, create_app
+from stream.http import EXTRA_HEALTH, MQTT_SINK, create_app
 from stream.pipeline import Pipeline
 from stream.sinks.broker import EmbeddedBroker
 from stream.sinks.mqtt import MQTTSink
@@ -77,7 +77,10 @@ class StreamApp:
         await self.pipeline.start()
         if self.http_addr:
             host, port = parse_hostport(self.http_addr)
-            self.app = create_app(self.pipeline, self.cfg, extra_routes=self.extra_routes)
+            routes = list(self.extra_routes)
+            if (self.cfg.get("http") or {}).get("predict", True):
+                routes.append(await asyncio.to_thread(self._predict_routes))
+            self.app = create_app(self.pipeline, self.cfg, extra_routes=routes)
             if self.sink is not None:
                 self.app[MQTT_SINK] = self.sink
             self.runner = web.AppRunner(self.app, handle_signals=False, access_log=None)
@@ -88,6 +91,28 @@ class StreamApp:
             socks = getattr(server, "sockets", None) or []
             self.http_port = socks[0].getsockname()[1] if socks else port
             log.info("HTTP on http://%s:%d (GET /healthcheck, /streams, /metrics)", host, self.http_port)
+
+    def _predict_routes(self) -> Callable[[web.Application], None]:
+        """TrueMedia-compatible POST /predict on the same server, sharing the pipeline's detector
+        (and its torch model when the classifier is the torch engine) instead of loading them twice."""
+        from ftcn.analyze import Analyzer
+        from ftcn.predict_service import PredictService, add_predict_routes
+
+        kw = self._pipeline_kwargs
+        analyzer = Analyzer(
+            self.cfg, checkpoint=kw.get("checkpoint"), device=self.pipeline.device,
+            detector_weights=kw.get("detector_weights"),
+            model=getattr(self.pipeline.classifier, "model", None), detector=self.pipeline.detector,
+        )
+        service = PredictService(self.cfg, analyzer)
+
+        def register(app: web.Application) -> None:
+            add_predict_routes(app, service, healthcheck=False)
+            app[EXTRA_HEALTH].update(
+                {"model_sha256": service.info["model"]["sha256"], "face_detector": service.info["face_detector"]}
+            )
+
+        return register
 
     async def stop(self) -> None:
         """Sources end (status `ended` published), stages stop, MQTT flushes, broker and server close."""

@@ -42,6 +42,7 @@ def env(tmp_path_factory, videos_dir: Path, retinaface_weights: Path, random_ckp
         "aggregate": {"window": 2, "alert": {"on": 0.0, "off": 0.0, "n_on": 1}},
         "mqtt": {"url": mosq.url, "reconnect_max_s": 0.5},
         "http": {"host": "127.0.0.1", "port": 0, "token": "s3cret"},
+        "serve": {"allowed_dirs": [str(videos_dir / "other")]},
     })
     lt = LoopThread()
     app = StreamApp(cfg, pipeline_kwargs={"checkpoint": random_ckpt, "detector_weights": retinaface_weights})
@@ -194,3 +195,17 @@ def test_bad_sources_report_errors(env: Any) -> None:
     for sid in ("badfile", "nocam", "short"):
         http(env, "DELETE", f"/streams/{sid}")
     assert env["app"].pipeline.running
+
+
+def test_predict_is_served_by_the_live_server(env: Any, videos_dir: Path) -> None:
+    """One HTTP server: /predict shares the pipeline's detector and model and its bearer token."""
+    status, _ = http(env, "POST", "/predict", {"file_path": "x.mp4"}, token=None)
+    assert status == 401
+    video = videos_dir / "other" / "tpsmm_no_face_cartoon_robot.mp4"
+    status, body = http(env, "POST", "/predict", {"file_path": str(video)})
+    assert status == 200, body
+    assert body["prediction"] == "NO_FACE" and body["df_probability"] is None
+    status, body = http(env, "POST", "/predict", {"file_path": "/etc/passwd"})
+    assert status in (400, 403) and body["reason"]
+    status, health = http(env, "GET", "/healthcheck", token=None)
+    assert status == 200 and health["healthy"] and len(health["model_sha256"]) == 64
