@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "ftcn.commands.preprocess",
     "ftcn.commands.train",
     "ftcn.commands.evaluate",
+    "ftcn.commands.build_engines",
 ]
 
 
