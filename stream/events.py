@@ -33,6 +33,8 @@ class Event:
     stream_id: str
     payload: dict[str, Any]
     track_id: int | None = None
+    # Non-JSON extras for in-process subscribers (e.g. the RGB frame of `frame_faces` for the viewer).
+    attachment: Any = None
 
 
 def iso_now(ts: float | None = None) -> str:

@@ -97,3 +97,4 @@ class FrameFaces:
     index: int
     pts: float
     faces: list[dict[str, Any]] = field(default_factory=list)
+    image: Any = field(default=None, repr=False, compare=False)  # the frame (viewer video: MJPEG/WHEP)

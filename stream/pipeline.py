@@ -240,7 +240,8 @@ class Pipeline:
             self.q_track.task_done()
 
     def _on_faces(self, ff: FrameFaces) -> None:
-        self.bus.publish(Event("frame_faces", ff.stream_id, {"frame": ff.index, "pts": ff.pts, "faces": ff.faces}))
+        self.bus.publish(Event("frame_faces", ff.stream_id, {"frame": ff.index, "pts": ff.pts, "faces": ff.faces},
+                              attachment=ff.image))
 
     def _on_status(self, stream_id: str, status: SourceStatus) -> None:
         h = self.streams.get(stream_id)

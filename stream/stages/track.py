@@ -128,7 +128,7 @@ class TrackStage:
         st.processed += 1
         self._processed[sid] = self._processed.get(sid, 0) + 1
         if self.on_faces is not None:
-            self.on_faces(FrameFaces(sid, frame.index, frame.pts, faces))
+            self.on_faces(FrameFaces(sid, frame.index, frame.pts, faces, frame.image))
         for job in jobs:
             self.clips_emitted += 1
             await self.emit(job)
