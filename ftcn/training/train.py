@@ -100,7 +100,7 @@ def set_train_mode(model: FTCN, freeze: bool, freeze_bn_stats: bool) -> None:
 def build_model(cfg: dict[str, Any], opts: TrainOptions) -> tuple[FTCN, str]:
     """FTCN initialised from the pretrained checkpoint (strict), or random with --from-scratch."""
     model = FTCN()
-    if opts.from_scratch:
+    if opts.from_scratch or opts.resume is not None:  # a resumed run loads its own state next
         return model, "random"
     path = opts.pretrained
     if path is None:
@@ -175,6 +175,8 @@ def _train(cfg: dict[str, Any], opts: TrainOptions, dist: D.DistInfo) -> dict[st
         raise InputError("the training split is empty (check --split or the data)")
     if len({r.label for r in splits["train"]}) < 2 and dist.is_main:
         log.warning("the training split holds only one class")
+    if not splits["val"] and dist.is_main:
+        log.warning("no validation videos: no AUC per epoch, best.pth is the last epoch")
     augment = ClipAugment.from_config(opts.augment)
     train_ds = ClipDataset(opts.data, splits["train"], transform=augment)
     val_ds = ClipDataset(opts.data, splits["val"]) if splits["val"] else None
