@@ -251,6 +251,21 @@ def test_freeze_changes_only_the_head(trained, random_ckpt) -> None:
 
 
 @pytest.mark.slow
+def test_full_finetune_step_trains_every_parameter_but_keeps_bn_statistics(clip_data, random_ckpt, tmp_path) -> None:
+    """Without --freeze (augmentation on, default config): one step moves every parameter tensor;
+    BatchNorm running statistics stay as loaded (train.freeze_bn_stats)."""
+    out = tmp_path / "full"
+    code = main(["train", "-d", str(clip_data), "-p", str(random_ckpt), "--lr", "1e-5", "--batch-size", "1",
+                 "--max-steps", "1", "--num-workers", "0", "--device", "cpu", "--out", str(out), "--quiet"])
+    assert code == 0
+    before, after = _all_tensors(random_ckpt), _all_tensors(out / "last.pth")
+    params = {n for n, _ in load_ftcn(random_ckpt).named_parameters()}
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed == params
+    assert any(k.startswith("resnet.s1.") for k in changed)
+
+
+@pytest.mark.slow
 def test_training_lowers_the_loss_on_the_memorised_set(trained, clip_data, random_ckpt) -> None:
     """BCE of the eval-mode model on the two training clips, before vs after training.
 

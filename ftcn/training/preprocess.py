@@ -196,6 +196,12 @@ class Preprocessor:
         self.out.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         done = layout.read_video_log(self.out)
+        prev_summary = self.out / layout.SUMMARY
+        if done and prev_summary.is_file():
+            before = json.loads(prev_summary.read_text()).get("settings")
+            if before is not None and before != asdict(self.settings):
+                log.warning("settings differ from the previous run (%s); videos already done keep their clips",
+                            before)
         summary = PreprocessSummary(videos=len(videos))
         bar = tqdm(videos, unit="video", desc="preprocess", disable=not progress)
         for video in bar:
