@@ -204,6 +204,25 @@ def test_preprocess_resumes(clip_data, video_root, retinaface_weights, capsys) -
     assert "no usable face in 1 videos" in capsys.readouterr().err
 
 
+def test_find_videos_labels_by_nearest_folder_and_follows_symlinks(tmp_path) -> None:
+    from ftcn.training.preprocess import find_videos
+
+    data = tmp_path / "data"
+    for rel in ("real/a.mp4", "set1/fake/b.MOV", "set1/fake/real/c.mp4", "misc/d.mp4", "real/notes.txt"):
+        (data / rel).parent.mkdir(parents=True, exist_ok=True)
+        (data / rel).write_bytes(b"x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "e.mp4").write_bytes(b"x")
+    (data / "set2").mkdir()
+    (data / "set2" / "fake").symlink_to(elsewhere, target_is_directory=True)
+    found, unlabelled = find_videos(data)
+    assert [(v.rel, v.label) for v in found] == [
+        ("real/a.mp4", 0), ("set1/fake/b.MOV", 1), ("set1/fake/real/c.mp4", 0), ("set2/fake/e.mp4", 1)]
+    assert unlabelled == ["misc/d.mp4"]
+    assert [(v.rel, v.label) for v in find_videos(data / "set1" / "fake")[0]] == [("b.MOV", 1), ("real/c.mp4", 0)]
+
+
 def test_preprocess_rejects_unlabelled_input(tmp_path, capsys) -> None:
     (tmp_path / "misc").mkdir()
     (tmp_path / "misc" / "a.mp4").write_bytes(b"x")

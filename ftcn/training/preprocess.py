@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,18 +50,30 @@ def find_videos(root: str | Path) -> tuple[list[LabelledVideo], list[str]]:
     root = Path(root)
     if not root.is_dir():
         raise InputError(f"input directory not found: {root}")
+    own = layout.LABELS.get(root.name.lower())  # `-d videos/fake` labels everything below it
     found: list[LabelledVideo] = []
     unlabelled: list[str] = []
-    for p in sorted(root.rglob("*")):
-        if p.suffix.lower() not in VIDEO_EXTENSIONS or not p.is_file():
+    seen: set[str] = set()
+    # os.walk with followlinks: real/ and fake/ are often symlinks to the dataset; `seen` breaks cycles.
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirnames[:] = []
             continue
-        rel = p.relative_to(root)
-        label = next((layout.LABELS[d.lower()] for d in reversed(rel.parts[:-1]) if d.lower() in layout.LABELS),
-                     None)
-        if label is None:
-            unlabelled.append(rel.as_posix())
-        else:
-            found.append(LabelledVideo(p, rel.as_posix(), label))
+        seen.add(real)
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            if p.suffix.lower() not in VIDEO_EXTENSIONS or not p.is_file():
+                continue
+            rel = p.relative_to(root)
+            label = next((layout.LABELS[d.lower()] for d in reversed(rel.parts[:-1]) if d.lower() in layout.LABELS),
+                         own)
+            if label is None:
+                unlabelled.append(rel.as_posix())
+            else:
+                found.append(LabelledVideo(p, rel.as_posix(), label))
+    found.sort(key=lambda v: v.rel)
     return found, unlabelled
 
 
