@@ -25,6 +25,18 @@ def parse_hostport(text: str, default_port: int = 8000) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def viewer_routes(cfg: dict[str, Any]) -> list[Callable[[web.Application], None]]:
+    """The viewer (GET /viewer, /ws, /mjpeg) and WebRTC (WHIP ingest, WHEP) routes, unless disabled."""
+    from stream import viewer, webrtc
+
+    out: list[Callable[[web.Application], None]] = []
+    if (cfg.get("viewer") or {}).get("enabled", True):
+        out.append(viewer.register)
+    if (cfg.get("webrtc") or {}).get("enabled", True) or out:  # WHEP/WHIP answer 404 themselves when disabled
+        out.append(webrtc.register)
+    return out
+
+
 class StreamApp:
     """Starts broker (when no URL), MQTT sink, pipeline and HTTP server; `stop()` undoes it all."""
 
@@ -80,6 +92,7 @@ class StreamApp:
             routes = list(self.extra_routes)
             if (self.cfg.get("http") or {}).get("predict", True):
                 routes.append(await asyncio.to_thread(self._predict_routes))
+            routes += viewer_routes(self.cfg)
             self.app = create_app(self.pipeline, self.cfg, extra_routes=routes)
             if self.sink is not None:
                 self.app[MQTT_SINK] = self.sink
