@@ -22,11 +22,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ftcn.checkpoint import file_sha256, load_ftcn
+from engines.classifier import ClipClassifier, load_clip_classifier
+from ftcn.checkpoint import file_sha256
 from ftcn.clip_extraction import AlignedClip, ClipExtractor
 from ftcn.config import model_threshold, resolve_device
 from ftcn.detector import RetinaFaceDetector
-from ftcn.model import normalize_clips
 from ftcn.video import probe_video
 from ftcn.weights import resolve_checkpoint, resolve_detector_weights
 
@@ -58,7 +58,12 @@ class Analyzer:
         self.checkpoint = resolve_checkpoint(cfg, checkpoint)
         self.detector_weights = resolve_detector_weights(cfg, detector_weights)
         t0 = time.perf_counter()
-        self.model = model if model is not None else load_ftcn(self.checkpoint, device=self.device)
+        if model is not None:
+            self.classifier = ClipClassifier(model, self.device, "torch", model=model)
+        else:
+            self.classifier = load_clip_classifier(cfg, self.checkpoint, self.device)
+        self.model = self.classifier.model
+        self.engine = self.classifier.name
         self.detector = detector or RetinaFaceDetector.from_config(
             cfg["detector"], self.detector_weights, device=self.device
         )
@@ -71,12 +76,9 @@ class Analyzer:
             backend = "torch" if self.device.startswith("cuda") else "cv2"
         self.align_backend = backend
 
-    @torch.inference_mode()
     def score_clips(self, clips: list[AlignedClip]) -> list[float]:
         """Classify a batch of aligned clips; returns one probability per clip."""
-        x = torch.from_numpy(np.stack([c.frames for c in clips])).to(self.device)
-        probs = self.model(normalize_clips(x))
-        return [float(p) for p in probs[:, 0].float().cpu()]
+        return self.classifier(torch.from_numpy(np.stack([c.frames for c in clips])))
 
     def analyze(
         self,
@@ -214,6 +216,7 @@ class Analyzer:
                 "sha256": self.model_sha256,
                 "detector": "retinaface_mobilenet0.25",
                 "device": self.device,
+                "engine": self.engine,
                 "align_backend": self.align_backend,
             },
             "video_info": {

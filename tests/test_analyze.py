@@ -212,3 +212,27 @@ def test_help_for_every_command() -> None:
         sub = subprocess.run([sys.executable, "-m", "ftcn.cli", name, "--help"], capture_output=True, text=True)
         assert sub.returncode == 0, sub.stderr
         assert "usage:" in sub.stdout
+
+
+@pytest.mark.slow
+def test_engine_backend_from_config_with_fallback(tmp_path, videos_dir, random_ckpt, retinaface_weights, caplog):
+    """engine.backend tensorrt falls back (TensorRT is absent here) to ONNX Runtime; scores match torch."""
+    import logging
+
+    from ftcn.analyze import Analyzer
+    from ftcn.config import load_config
+
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    video = videos_dir / "real" / "hdtf_real_RD_Radio10_clip_2s_512.mp4"
+    kw = dict(max_frames=32, stride=32, write_video=False, write_plot=False)
+    ref = Analyzer(load_config(), random_ckpt, "cpu", retinaface_weights).analyze(video, **kw)
+    cfg = load_config(overrides={"engine": {"backend": "tensorrt", "cache_dir": str(tmp_path / "engines")}})
+    with caplog.at_level(logging.INFO):
+        analyzer = Analyzer(cfg, random_ckpt, "cpu", retinaface_weights)
+    assert analyzer.engine.startswith("onnxruntime")
+    assert analyzer.model is None
+    got = analyzer.analyze(video, **kw)
+    assert got["model"]["engine"].startswith("onnxruntime")
+    assert got["num_clips"] == ref["num_clips"] == 1
+    assert got["df_probability"] == pytest.approx(ref["df_probability"], abs=1e-4)
+    assert "tensorrt" in caplog.text.lower()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -13,43 +12,17 @@ from typing import Any
 
 import torch
 
-from ftcn.model import normalize_clips
 from stream.frames import AlignedClip, ClipScore
 from stream.queues import StageQueue, get_batch
 
 log = logging.getLogger("stream.classify")
 
 
-class TorchClassifier:
-    """Callable: uint8 clips (B, T, H, W, 3) -> probabilities (B,) float, no second sigmoid."""
-
-    def __init__(self, checkpoint: str | Path, device: str) -> None:
-        from ftcn.checkpoint import load_ftcn
-
-        self.device = device
-        self.model = load_ftcn(checkpoint, device=device)
-        self.name = "torch"
-
-    @torch.inference_mode()
-    def __call__(self, clips: torch.Tensor) -> list[float]:
-        probs = self.model(normalize_clips(clips.to(self.device)))
-        return [float(p) for p in probs[:, 0].float().cpu()]
-
-
 def load_classifier(cfg: dict[str, Any], checkpoint: str | Path, device: str) -> Any:
-    """The configured engine (`engine.backend`): a compiled engine from `engines` when that package
-    provides one, else the torch model (CUDA or CPU)."""
-    backend = str(cfg.get("engine", {}).get("backend", "torch"))
-    if backend != "torch":
-        try:
-            engines = importlib.import_module("engines")
-            loader = getattr(engines, "load_classifier", None)
-            if loader is not None:
-                return loader(cfg, checkpoint, device)
-            log.warning("engine backend %r requested but engines.load_classifier is missing; using torch", backend)
-        except Exception as exc:  # noqa: BLE001 - fall back, but say so
-            log.warning("engine backend %r unavailable (%s); using torch", backend, exc)
-    return TorchClassifier(checkpoint, device)
+    """The configured engine (`engine.backend`, with fallback); see engines/classifier.py."""
+    from engines.classifier import load_clip_classifier
+
+    return load_clip_classifier(cfg, checkpoint, device)
 
 
 class ClassifyStage:
