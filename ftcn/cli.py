@@ -18,6 +18,7 @@ from ftcn.errors import FTCNError
 COMMAND_MODULES = [
     "ftcn.commands.analyze",
     "ftcn.commands.run",
+    "ftcn.commands.publish",
     "ftcn.commands.weights",
     "ftcn.commands.serve",
     "ftcn.commands.preprocess",
