@@ -27,29 +27,37 @@ class WhipError(RuntimeError):
         self.status = status
 
 
-def _scaled_track(track: Any, width: int | None) -> Any:
-    """`track` re-emitting its frames scaled to `width` px wide (even height, aspect kept)."""
-    if not width:
-        return track
+def _outgoing_track(track: Any, width: int | None) -> Any:
+    """`track` with strictly increasing PTS (a looped file restarts at 0, which VP8 refuses),
+    optionally scaled to `width` px wide (even height, aspect kept)."""
     from aiortc import MediaStreamTrack
 
-    class Scaled(MediaStreamTrack):
+    class Outgoing(MediaStreamTrack):
         kind = "video"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.offset = 0
+            self.last: int | None = None
 
         async def recv(self) -> Any:
             frame = await track.recv()
-            if frame.width <= width:
-                return frame
-            height = max(2, round(frame.height * width / frame.width / 2) * 2)
-            out = frame.reformat(width=width, height=height)
-            out.pts, out.time_base = frame.pts, frame.time_base or Fraction(1, 90000)
-            return out
+            tb = frame.time_base or Fraction(1, 90000)
+            pts = frame.pts if frame.pts is not None else (self.last or 0) + 1
+            if self.last is not None and pts + self.offset <= self.last:
+                self.offset = self.last - pts + max(1, round(1 / (30 * tb)))
+            if width and frame.width > width:
+                height = max(2, round(frame.height * width / frame.width / 2) * 2)
+                frame = frame.reformat(width=width, height=height)
+            frame.pts, frame.time_base = pts + self.offset, tb
+            self.last = frame.pts
+            return frame
 
         def stop(self) -> None:
             super().stop()
             track.stop()
 
-    return Scaled()
+    return Outgoing()
 
 
 class WhipClient:
@@ -92,7 +100,7 @@ class WhipClient:
             raise ValueError(f"{self.file}: no video stream")
         servers = [RTCIceServer(**s) for s in self.ice_servers]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        track = _scaled_track(self.player.video, self.width)
+        track = _outgoing_track(self.player.video, self.width)
         sender = self.pc.addTransceiver(track, direction="sendonly").sender
         if self.codec:
             caps = RTCRtpSender.getCapabilities("video").codecs

@@ -86,12 +86,16 @@ class WhipSession:
         try:
             track = await asyncio.wait_for(self.video, self.wcfg.connect_timeout_s)
             first = True
+            last_pts: float | None = None
             while True:
                 timeout = self.wcfg.connect_timeout_s if first else self.wcfg.media_timeout_s
                 frame = await asyncio.wait_for(track.recv(), timeout)
                 first = False
                 image = await asyncio.to_thread(frame.to_ndarray, format="rgb24")
                 pts = float(frame.time) if frame.time is not None else time.monotonic()
+                if last_pts is not None and pts < last_pts - 1.0:  # the sender restarted its clock
+                    self.source.resampler.reset()
+                last_pts = pts
                 self.frames += 1
                 if self.source.stopped:  # removed through DELETE /streams: hang up
                     reason = "stream removed"
