@@ -254,6 +254,15 @@ class RetinaFaceDetector:
         self.face_threshold = float(face_threshold)
         self.max_size = None if max_size is None else int(max_size)
         self._priors: dict[tuple[int, int], torch.Tensor] = {}
+        # What runs the network: the torch module, or an engine's `infer` (ONNX Runtime, TensorRT)
+        # with the same input/output contract; decode and NMS stay here either way.
+        self.runner: Any = self.network
+        self.engine = "torch"
+
+    def use_engine(self, engine: Any) -> None:
+        """Run the network through `engine.infer` (an `engines.Engine` for network "retinaface")."""
+        self.runner = engine.infer
+        self.engine = f"{engine.backend}/{engine.precision}"
 
     @classmethod
     def from_config(cls, det_cfg: dict[str, Any], weights: str | Path, device: str | torch.device = "cpu"
@@ -261,7 +270,15 @@ class RetinaFaceDetector:
         """Build from the `detector` section of the config (`weights` and `batch_size` are the caller's)."""
         keys = ("confidence_threshold", "top_k", "nms_threshold", "keep_top_k", "max_faces", "face_threshold",
                 "max_size")
-        return cls(weights, device, **{k: det_cfg[k] for k in keys if k in det_cfg})
+        det = cls(weights, device, **{k: det_cfg[k] for k in keys if k in det_cfg})
+        backend = str(det_cfg.get("backend") or "torch")
+        if backend != "torch":
+            from engines.loader import load
+
+            det.use_engine(load(weights, network="retinaface", backend=backend,
+                                precision=str(det_cfg.get("precision") or "fp32"), device=device,
+                                max_batch=int(det_cfg.get("batch_size", 8)), reference=det.network))
+        return det
 
     # -- stages ---------------------------------------------------------------------------------------------
 
@@ -358,7 +375,7 @@ class RetinaFaceDetector:
         with torch.inference_mode():
             for s in range(0, n, per_forward):
                 x, scale = preprocess(t[s : s + per_forward], self.max_size)
-                loc, conf, landms = self.network(x)
+                loc, conf, landms = self.runner(x)
                 rows.extend(self.postprocess_raw(loc, conf, landms, x.shape[-2:], scale))
         return rows
 

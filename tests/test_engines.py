@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -222,3 +223,23 @@ def test_tensorrt_retinaface(retinaface_weights: Path, rf_ref, cache: Path) -> N
         expected = rf_ref(x)
     out = engine.infer(x.cuda())
     assert max(F.l1_loss(o.cpu(), e).item() for o, e in zip(out, expected)) < 1e-2
+
+
+def test_detector_backend_from_config_matches_torch(tmp_path, monkeypatch, fixtures_dir, retinaface_weights):
+    """detector.backend: onnxruntime runs the network through the engine; decode/NMS unchanged."""
+    pytest.importorskip("onnxruntime", reason="onnxruntime not installed")
+    import cv2
+
+    from ftcn.config import load_config
+    from ftcn.detector import RetinaFaceDetector
+
+    monkeypatch.setenv("FTCN_ENGINE_DIR", str(tmp_path))
+    det_cfg = load_config()["detector"]
+    img = cv2.imread(str(fixtures_dir / "images" / "12_Group_Group_12_Group_Group_12_51.jpg"))[..., ::-1].copy()
+    ref = RetinaFaceDetector.from_config(det_cfg, retinaface_weights).detect(img[None])[0]
+    det = RetinaFaceDetector.from_config({**det_cfg, "backend": "onnxruntime"}, retinaface_weights)
+    got = det.detect(img[None])[0]
+    assert det.engine == "onnxruntime/fp32"
+    assert len(got) == len(ref) > 0
+    np.testing.assert_allclose(got.boxes, ref.boxes, atol=1e-2)
+    np.testing.assert_allclose(got.scores, ref.scores, atol=1e-4)
