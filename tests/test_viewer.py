@@ -68,7 +68,11 @@ def env(request, tmp_path_factory, videos_dir: Path, retinaface_weights: Path, r
                                 size=256, loops=4)
         rtsp = RTSPServer(video)
         rtsp.start()
-        app.pipeline.add_stream("cam", rtsp.url)
+
+        async def add() -> None:
+            app.pipeline.add_stream("cam", rtsp.url)
+
+        lt.run(add())
     yield {"mode": mode, "app": app, "lt": lt, "base": base, "tmp": tmp, "rtsp": rtsp}
     if client is not None:
         lt.run(client.stop(), 30)

@@ -17,6 +17,7 @@
   const PTS_TOL = 0.002; // s: a box belongs to the shown frame when their PTS agree to 2 ms
   let frames = []; // recent `frame` messages (boxes per analyzed frame), oldest first
   let history = new Map(); // track -> [rolling scores]
+  const lastSeen = new Map(); // track -> time it was last in a frame (the list shows current faces only)
   let ws = null, pc = null, mjpegAbort = null, whepLocation = null, gen = 0, mappingTimer = null;
 
   // ---------------------------------------------------------------- streams
@@ -73,6 +74,7 @@
     switch (m.type) {
       case "frame":
         frames.push(m);
+        for (const f of m.faces) lastSeen.set(f.track, performance.now());
         if (frames.length > 600) frames.splice(0, frames.length - 600);
         if (S.shownPts !== null && Math.abs(m.pts - S.shownPts) <= PTS_TOL) drawOverlay();
         break;
@@ -139,7 +141,7 @@
   }
   function sparkline(ctx, values, x, y, w, h, col) {
     if (!values || values.length < 2) return;
-    const top = Math.max(threshold() * 2, ...values) || 1;
+    const top = 1.2 * Math.max(threshold(), ...values) || 1;
     ctx.save();
     ctx.fillStyle = "rgba(0,0,0,0.55)";
     ctx.fillRect(x, y, w, h);
@@ -159,6 +161,7 @@
     const ul = $("faces");
     ul.textContent = "";
     for (const [track, vals] of history) {
+      if (performance.now() - (lastSeen.get(track) || 0) > 3000) continue;
       const li = document.createElement("li");
       const last = vals[vals.length - 1];
       const label = document.createElement("span");
@@ -378,4 +381,5 @@
   window.addEventListener("resize", drawOverlay);
   refreshStreams();
   setInterval(refreshStreams, 3000);
+  setInterval(renderFaces, 1000);
 })();
