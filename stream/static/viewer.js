@@ -161,7 +161,7 @@
     const ul = $("faces");
     ul.textContent = "";
     for (const [track, vals] of history) {
-      if (performance.now() - (lastSeen.get(track) || 0) > 3000) continue;
+      if (performance.now() - (lastSeen.get(track) || 0) > 5000) continue;
       const li = document.createElement("li");
       const last = vals[vals.length - 1];
       const label = document.createElement("span");
