@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ftcn.commands.common import add_config_arg, add_weights_args, load_cli_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,14 +19,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("video", help="input video file")
     p.add_argument("--out", "-o", default=None, help="output directory (default: ./ftcn_out/<video name>)")
-    p.add_argument("--config", "-c", default=None, help="YAML config overriding configs/default.yaml")
-    p.add_argument("--checkpoint", default=None, help="FTCN checkpoint (default: the weights cache)")
-    p.add_argument("--detector-weights", default=None, help="RetinaFace weights (default: the weights cache)")
-    p.add_argument("--weights-dir", default=None, help="weights cache directory")
+    add_config_arg(p)
+    add_weights_args(p)
     p.add_argument("--stride", type=int, default=None, help="frames between clip starts (default 1 = paper)")
     p.add_argument("--max-frames", type=int, default=None, help="analyse only the first N frames")
     p.add_argument("--batch-size", type=int, default=None, help="clips per classifier batch")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
     p.add_argument("--align", choices=["auto", "cv2", "torch"], default=None, help="alignment implementation")
     p.add_argument("--no-video", action="store_true", help="skip the annotated video")
     p.add_argument("--no-plot", action="store_true", help="skip timeline.png")
@@ -35,20 +34,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ftcn.analyze import Analyzer
-    from ftcn.config import load_config
     from ftcn.errors import InputError
     from ftcn.video import probe_video
 
-    overrides: dict = {}
-    if args.weights_dir:
-        overrides["weights"] = {"dir": args.weights_dir}
-    if args.align:
-        overrides["align"] = {"backend": args.align}
     if args.stride is not None and args.stride < 1:
         raise InputError("--stride must be >= 1")
     if args.max_frames is not None and args.max_frames < 1:
         raise InputError("--max-frames must be >= 1")
-    cfg = load_config(args.config, overrides)
+    cfg = load_cli_config(args)
     probe_video(args.video)  # fail fast on bad input, before loading models
     out = Path(args.out) if args.out else Path("ftcn_out") / Path(args.video).stem
     analyzer = Analyzer(cfg, checkpoint=args.checkpoint, device=args.device, detector_weights=args.detector_weights)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ftcn.commands.common import add_config_arg, add_weights_args, load_cli_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -18,7 +20,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="input root holding real/ and fake/ folders")
     p.add_argument("-o", "--out", "--output_dir", "--output-dir", dest="out", required=True,
                    help="output directory for clips and index.csv")
-    p.add_argument("-c", "--config", default=None, help="YAML config overriding configs/default.yaml")
+    add_config_arg(p)
     p.add_argument("--max_clips", "--max-clips", dest="max_clips", type=int, default=None,
                    help="clips kept per video (default: train.preprocess.max_clips)")
     p.add_argument("--max_frames", "--max-frames", dest="max_frames", type=int, default=None,
@@ -27,27 +29,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="minimum detector score of a face (default: detector.face_threshold)")
     p.add_argument("--bbox_thres", "--bbox-thres", dest="bbox_thres", type=float, default=None,
                    help="minimum face box area in pixels, width*height (default: train.preprocess.bbox_thres)")
-    p.add_argument("--detector-weights", default=None, help="RetinaFace weights (default: the weights cache)")
-    p.add_argument("--weights-dir", default=None, help="weights cache directory")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    add_weights_args(p, checkpoint=False)
     p.add_argument("--align", choices=["auto", "cv2", "torch"], default=None, help="alignment implementation")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from ftcn.config import load_config, resolve_device
+    from ftcn.config import resolve_device
     from ftcn.detector import RetinaFaceDetector
     from ftcn.errors import InputError
     from ftcn.training.preprocess import Preprocessor, PreprocessSettings, find_videos
     from ftcn.weights import resolve_detector_weights
 
-    overrides: dict = {}
-    if args.weights_dir:
-        overrides["weights"] = {"dir": args.weights_dir}
-    if args.align:
-        overrides["align"] = {"backend": args.align}
-    cfg = load_config(args.config, overrides)
+    cfg = load_cli_config(args)
     pcfg = cfg.get("train", {}).get("preprocess", {})
 
     def pick(cli: object, key: str, default: object) -> object:

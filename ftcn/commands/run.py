@@ -9,6 +9,8 @@ import re
 import signal
 from typing import Any
 
+from ftcn.commands.common import add_config_arg, add_weights_args, load_cli_config
+
 log = logging.getLogger("ftcn.run")
 
 
@@ -19,13 +21,11 @@ def register(subparsers: Any) -> None:
         description="Run the live pipeline. SOURCE is a URL or path, optionally named: cam1=rtsp://host/x.",
     )
     p.add_argument("sources", nargs="*", metavar="SOURCE", help="[ID=]rtsp://... | http(s)://... | /dev/videoN | FILE")
-    p.add_argument("--config", help="YAML file with settings that override configs/default.yaml")
+    add_config_arg(p)
     p.add_argument("--mqtt", metavar="URL", help="broker URL mqtt(s)://user:pass@host:port (default: embedded broker)")
     p.add_argument("--no-mqtt", action="store_true", help="do not publish over MQTT")
     p.add_argument("--http", metavar="HOST:PORT", help="HTTP listen address (default from config: 127.0.0.1:8000)")
-    p.add_argument("--checkpoint", help="FTCN checkpoint (default: the configured/cached ftcn_tt.pth)")
-    p.add_argument("--detector-weights", help="RetinaFace weights (default: cached)")
-    p.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: config stream.device)")
+    add_weights_args(p, device_help="cpu, cuda, cuda:1 ... (default: config stream.device)")
     p.add_argument("--stride", type=int, help="classify a clip every N frames per face")
     p.add_argument("--realtime", action="store_true", help="pace file sources like a camera")
     p.add_argument("--exit-when-done", action="store_true", help="exit when every source has ended")
@@ -41,7 +41,6 @@ def parse_source(text: str, n: int) -> tuple[str, str]:
 
 
 def handle(args: argparse.Namespace) -> int:
-    from ftcn.config import load_config
     from ftcn.errors import ConfigError
 
     overrides: dict[str, Any] = {"stream": {}}
@@ -51,7 +50,7 @@ def handle(args: argparse.Namespace) -> int:
         overrides["stream"]["realtime"] = True
     if args.no_mqtt:
         overrides["mqtt"] = {"enabled": False}
-    cfg = load_config(args.config, overrides)
+    cfg = load_cli_config(args, overrides)
     sources = [parse_source(s, i) for i, s in enumerate(args.sources)]
     if len({sid for sid, _ in sources}) != len(sources):
         raise ConfigError("two sources have the same id")

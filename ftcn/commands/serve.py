@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from ftcn.commands.common import add_config_arg, add_weights_args, load_cli_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -15,11 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--host", default=None, help="listen address (default: serve.host, 127.0.0.1)")
     p.add_argument("--port", type=int, default=None, help="listen port (default: serve.port, 8000)")
-    p.add_argument("--config", "-c", default=None, help="YAML config overriding configs/default.yaml")
-    p.add_argument("--checkpoint", default=None, help="FTCN checkpoint (default: the weights cache)")
-    p.add_argument("--detector-weights", default=None, help="RetinaFace weights (default: the weights cache)")
-    p.add_argument("--weights-dir", default=None, help="weights cache directory")
-    p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: auto)")
+    add_config_arg(p)
+    add_weights_args(p)
     p.add_argument(
         "--allow-dir",
         action="append",
@@ -35,11 +34,10 @@ def run(args: argparse.Namespace) -> int:
 
     from aiohttp import web
 
-    from ftcn.config import load_config
     from ftcn.errors import ConfigError
     from ftcn.predict_service import PredictService, create_app
 
-    cfg = load_config(args.config, {"weights": {"dir": args.weights_dir}} if args.weights_dir else None)
+    cfg = load_cli_config(args)
     serve = cfg.setdefault("serve", {})
     if args.allow_dir:
         serve["allowed_dirs"] = list(serve.get("allowed_dirs") or []) + list(args.allow_dir)

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from ftcn.commands.common import add_config_arg, add_weights_args, load_cli_config
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,7 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-p", "--pretrained", default=None,
                    help="checkpoint to start from (default: the configured/cached official ftcn_tt.pth)")
     p.add_argument("--from-scratch", action="store_true", help="start from random weights (not recommended)")
-    p.add_argument("-c", "--config", default=None, help="YAML config overriding configs/default.yaml")
+    add_config_arg(p)
     p.add_argument("--split", default=None, help="CSV with filename,label,split (train/val/test) per video")
     p.add_argument("--freeze", action="store_true", help="train only the transformer head (resnet.head)")
     p.add_argument("--epochs", type=int, default=None)
@@ -38,8 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-augment", action="store_true", help="disable augmentation")
     p.add_argument("--no-amp", action="store_true", help="disable mixed precision on CUDA")
     p.add_argument("--model-id", default=None, help="id of the fine-tuned model in OUT/config.yaml")
-    p.add_argument("--weights-dir", default=None, help="weights cache directory")
-    p.add_argument("--device", default=None, help="cpu, cuda (default: auto; under torchrun cuda:LOCAL_RANK)")
+    add_weights_args(p, checkpoint=False, detector=False,
+                     device_help="cpu, cuda (default: auto; under torchrun cuda:LOCAL_RANK)")
     p.add_argument("--checksum-file", default=None,
                    help="write this rank's parameter sha256 as JSON ({rank} is replaced; for DDP checks)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
@@ -47,14 +49,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ftcn.config import load_config, resolve_device
+    from ftcn.config import resolve_device
     from ftcn.errors import InputError
     from ftcn.training.train import STATE_FILE, TrainOptions, train
 
-    overrides: dict = {}
-    if args.weights_dir:
-        overrides["weights"] = {"dir": args.weights_dir}
-    cfg = load_config(args.config, overrides)
+    cfg = load_cli_config(args)
     t = cfg.get("train", {})
 
     def pick(cli: object, key: str, default: object) -> object:
