@@ -23,7 +23,10 @@ CONFIG: web.AppKey[dict] = web.AppKey("config", dict)
 EXTRA_HEALTH: web.AppKey[dict] = web.AppKey("extra_health", dict)
 MQTT_SINK: web.AppKey[Any] = web.AppKey("mqtt_sink")
 
-OPEN_PATHS = {"/healthcheck"}
+# Open without a token: the health probe, and the viewer's static page and assets (they hold no
+# data; everything the page then fetches carries the token).
+OPEN_PATHS = {"/healthcheck", "/viewer"}
+OPEN_PREFIXES = ("/viewer/static/",)
 
 
 def _json_error(status: int, message: str) -> web.Response:
@@ -31,14 +34,21 @@ def _json_error(status: int, message: str) -> web.Response:
 
 
 def bearer_middleware(token: str) -> Any:
-    """Every route but /healthcheck needs `Authorization: Bearer <token>`."""
+    """Every route but /healthcheck needs `Authorization: Bearer <token>`.
+
+    A browser cannot set that header when it opens the viewer page, a WebSocket or an MJPEG
+    <img>, so `?access_token=<token>` is accepted too (RFC 6750 section 2.3); the access log
+    is off, so the token is not written to logs.
+    """
     expected = f"Bearer {token}".encode()
 
     @web.middleware
     async def check(request: web.Request, handler: Callable) -> web.StreamResponse:
-        if request.path in OPEN_PATHS or request.method == "OPTIONS":
+        if request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES) or request.method == "OPTIONS":
             return await handler(request)
         got = request.headers.get("Authorization", "").encode()
+        if not got and "access_token" in request.query:
+            got = f"Bearer {request.query['access_token']}".encode()
         if not hmac.compare_digest(got, expected):
             return web.json_response(
                 {"error": "missing or wrong bearer token"}, status=401, headers={"WWW-Authenticate": "Bearer"}

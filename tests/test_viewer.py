@@ -51,7 +51,8 @@ def env(request, tmp_path_factory, videos_dir: Path, retinaface_weights: Path, r
                    "reconnect": {"initial_s": 0.5, "max_s": 2.0}, "mux": {"max_batch": 4, "batch_timeout_ms": 20}},
         "aggregate": {"window": 2, "alert": {"on": 0.0, "off": 0.0, "n_on": 1}},
         "mqtt": {"enabled": False},
-        "http": {"host": "127.0.0.1", "port": 0, "predict": False},
+        # The MJPEG run also checks the browser token path (page open, API and WebSocket via ?access_token=).
+        "http": {"host": "127.0.0.1", "port": 0, "predict": False, "token": "v13wer" if mode == "mjpeg" else None},
         "webrtc": {"enabled": mode == "webrtc"},
     })
     lt = LoopThread()
@@ -73,7 +74,8 @@ def env(request, tmp_path_factory, videos_dir: Path, retinaface_weights: Path, r
             app.pipeline.add_stream("cam", rtsp.url)
 
         lt.run(add())
-    yield {"mode": mode, "app": app, "lt": lt, "base": base, "tmp": tmp, "rtsp": rtsp}
+    token = cfg["http"]["token"]
+    yield {"mode": mode, "app": app, "lt": lt, "base": base, "tmp": tmp, "rtsp": rtsp, "token": token}
     if client is not None:
         lt.run(client.stop(), 30)
 
@@ -96,7 +98,7 @@ def page(env: Any, browser: Any) -> Any:
     errors: list[str] = []
     pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
     pg.on("pageerror", lambda e: errors.append(str(e)))
-    pg.goto(f"{env['base']}/viewer")
+    pg.goto(f"{env['base']}/viewer" + (f"?token={env['token']}" if env["token"] else ""))
     # Pick the stream like a user.
     pg.wait_for_selector("#picker option[value=cam]", state="attached", timeout=30000)
     pg.select_option("#picker", "cam")
@@ -172,3 +174,19 @@ def test_status_reconnecting_when_source_drops(env: Any, page: Any) -> None:
 
 def test_no_console_errors(env: Any, page: Any) -> None:
     assert page.errors == [], page.errors
+
+
+def test_token_guards_the_viewer_data(env: Any) -> None:
+    """With http.token set, the page loads but its data needs the token (header or ?access_token=)."""
+    import urllib.error
+    import urllib.request
+
+    if not env["token"]:
+        pytest.skip("only the MJPEG analyzer of this module runs with a token")
+    with urllib.request.urlopen(f"{env['base']}/viewer", timeout=10) as r:
+        assert r.status == 200
+    with pytest.raises(urllib.error.HTTPError) as exc:
+        urllib.request.urlopen(f"{env['base']}/streams", timeout=10)
+    assert exc.value.code == 401
+    with urllib.request.urlopen(f"{env['base']}/streams?access_token={env['token']}", timeout=10) as r:
+        assert r.status == 200

@@ -5,8 +5,9 @@
 (() => {
   const $ = (id) => document.getElementById(id);
   const params = new URLSearchParams(location.search);
-  const token = params.get("token") || localStorage.getItem("ftcnToken") || "";
-  if (params.get("token")) localStorage.setItem("ftcnToken", token);
+  const urlToken = params.get("token") || params.get("access_token");
+  const token = urlToken || localStorage.getItem("ftcnToken") || "";
+  if (urlToken) localStorage.setItem("ftcnToken", token);
   const authHeaders = (extra) => Object.assign(token ? { Authorization: `Bearer ${token}` } : {}, extra || {});
 
   // State shared with tests (read-only for them): what is shown and what was drawn.
@@ -60,7 +61,8 @@
   // ---------------------------------------------------------------- websocket (overlay events)
   function openSocket(sid, g) {
     const proto = location.protocol === "https:" ? "wss" : "ws";
-    ws = new WebSocket(`${proto}://${location.host}/ws/${encodeURIComponent(sid)}`);
+    const q = token ? `?access_token=${encodeURIComponent(token)}` : "";
+    ws = new WebSocket(`${proto}://${location.host}/ws/${encodeURIComponent(sid)}${q}`);
     ws.onmessage = (ev) => { S.wsMessages += 1; onMessage(JSON.parse(ev.data)); };
     ws.onclose = () => {
       if (g !== gen) return;
