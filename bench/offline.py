@@ -15,13 +15,19 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
-import torch
+# bench/engines.py and bench/stream.py would shadow the `engines` and `stream` packages
+# (a script's own folder comes first on sys.path): put the repository root first.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ftcn.analyze import Analyzer
-from ftcn.config import load_config
-from ftcn.model import normalize_clips
+import torch  # noqa: E402
+
+from ftcn.analyze import Analyzer  # noqa: E402
+from ftcn.config import load_config  # noqa: E402
+from ftcn.model import normalize_clips  # noqa: E402
 
 
 def model_seconds_per_clip(analyzer: Analyzer, batch: int, repeats: int) -> float:
