@@ -2,7 +2,10 @@
 # ftcn-stream images. Default target: CUDA + TensorRT from NVIDIA's TensorRT base image.
 #   docker build -t ftcn-stream .                       # GPU (TensorRT, onnxruntime-gpu, CUDA torch)
 #   docker build --target cpu -t ftcn-stream:cpu .      # CPU only (onnxruntime, CPU torch)
-#   docker run --gpus all -p 8000:8000 -v ftcn-data:/data ftcn-stream
+#   docker run --gpus all -p 8000:8000 -p 1883:1883 -v ftcn-data:/data ftcn-stream [SOURCE ...]
+# The default command is the live analyzer (`ftcn-stream run`): HTTP (/healthcheck, /predict,
+# /streams, /viewer, /whip, /metrics) on 8000 and the embedded MQTT broker on 1883; sources can be
+# given as arguments or added at runtime with POST /streams. Settings: configs/docker-{gpu,cpu}.yaml.
 # Weights and engines live in the /data volume; both are created at first start when missing.
 
 ARG TRT_IMAGE=nvcr.io/nvidia/tensorrt:24.12-py3
@@ -28,11 +31,11 @@ RUN pip install ".[onnx]"
 RUN useradd --create-home --uid 10001 ftcn && mkdir -p /data && chown ftcn /data
 USER ftcn
 VOLUME ["/data"]
-EXPOSE 8000
+EXPOSE 8000 1883
 HEALTHCHECK --interval=30s --timeout=5s --start-period=600s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8000/healthcheck || exit 1
-ENTRYPOINT ["/usr/local/bin/ftcn-entrypoint"]
-CMD ["ftcn-stream", "serve", "--host", "0.0.0.0", "--port", "8000"]
+ENTRYPOINT ["/usr/local/bin/ftcn-entrypoint", "ftcn-stream", "run", "--config", "/app/configs/docker-cpu.yaml"]
+CMD []
 
 # ---------------------------------------------------------------------------------------------- gpu
 # NVIDIA's image brings CUDA, cuDNN and TensorRT (Python bindings included); torch uses the same driver.
@@ -56,8 +59,8 @@ RUN pip install ".[onnx]" && pip uninstall -y onnxruntime && pip install "onnxru
 RUN useradd --create-home --uid 10001 ftcn && mkdir -p /data && chown ftcn /data
 USER ftcn
 VOLUME ["/data"]
-EXPOSE 8000
+EXPOSE 8000 1883
 HEALTHCHECK --interval=30s --timeout=5s --start-period=900s --retries=3 \
     CMD curl -fsS http://127.0.0.1:8000/healthcheck || exit 1
-ENTRYPOINT ["/usr/local/bin/ftcn-entrypoint"]
-CMD ["ftcn-stream", "serve", "--host", "0.0.0.0", "--port", "8000"]
+ENTRYPOINT ["/usr/local/bin/ftcn-entrypoint", "ftcn-stream", "run", "--config", "/app/configs/docker-gpu.yaml"]
+CMD []
