@@ -87,7 +87,12 @@ def probe_video(path: str | Path) -> VideoInfo:
 
 
 class FrameReader:
-    """Iterate decoded RGB frames; stops cleanly (with a warning kept in `errors`) on corrupt data."""
+    """Iterate decoded RGB frames; stops cleanly (with a warning kept in `errors`) on corrupt data.
+
+    Every frame comes out at the size of the first one: a stream whose resolution changes midway
+    (concatenated or adaptive-bitrate recordings) is rescaled, so batches stack and boxes stay
+    in one coordinate system.
+    """
 
     def __init__(self, path: str | Path, max_frames: int | None = None) -> None:
         self.path = str(path)
@@ -101,11 +106,16 @@ class FrameReader:
             stream.thread_type = "AUTO"
             tb = stream.time_base
             index = 0
+            size: tuple[int, int] | None = None
             try:
                 for frame in container.decode(stream):
                     if self.max_frames is not None and index >= self.max_frames:
                         break
                     pts = float(frame.pts * tb) if frame.pts is not None and tb is not None else None
+                    if size is None:
+                        size = (frame.width, frame.height)
+                    elif (frame.width, frame.height) != size:
+                        frame = frame.reformat(width=size[0], height=size[1])
                     yield DecodedFrame(index, pts, frame.to_ndarray(format="rgb24"))
                     index += 1
                     self.frames_read = index
@@ -134,8 +144,10 @@ class VideoWriter:
     def write(self, rgb: np.ndarray) -> None:
         h, w = rgb.shape[:2]
         if (w, h) != (self._w, self._h):
+            # Pad odd sizes; crop a frame larger than the stream (never fail mid-video).
             padded = np.zeros((self._h, self._w, 3), dtype=np.uint8)
-            padded[:h, :w] = rgb
+            h, w = min(h, self._h), min(w, self._w)
+            padded[:h, :w] = rgb[:h, :w]
             rgb = padded
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         for packet in self._stream.encode(frame):

@@ -1,0 +1,41 @@
+"""Regression tests for bugs found in review: each test failed before its fix."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+import numpy as np
+
+from ftcn.video import FrameReader, VideoWriter
+
+
+def _ts_segment(path: Path, width: int, height: int, frames: int) -> bytes:
+    """A small H.264 MPEG-TS segment; segments concatenate byte-wise into one stream."""
+    with av.open(str(path), mode="w", format="mpegts") as c:
+        s = c.add_stream("libx264", rate=10)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for i in range(frames):
+            img = np.full((height, width, 3), 40 * i % 256, dtype=np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path.read_bytes()
+
+
+def test_frame_size_change_midstream_keeps_first_size(tmp_path: Path) -> None:
+    video = tmp_path / "sizes.ts"
+    video.write_bytes(_ts_segment(tmp_path / "a.ts", 64, 48, 4) + _ts_segment(tmp_path / "b.ts", 96, 80, 4))
+    shapes = [f.rgb.shape for f in FrameReader(video)]
+    assert len(shapes) == 8
+    assert set(shapes) == {(48, 64, 3)}  # stackable for batched detection, one box coordinate system
+
+
+def test_video_writer_accepts_frame_larger_than_stream(tmp_path: Path) -> None:
+    out = tmp_path / "o.mp4"
+    with VideoWriter(out, 10.0, 33, 25) as w:
+        w.write(np.zeros((25, 33, 3), np.uint8))
+        w.write(np.zeros((40, 50, 3), np.uint8))
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 2
