@@ -381,7 +381,7 @@ async def read_json_body(request: web.Request, limit: int) -> Any:
             raise Refusal(413, "body_too_large", f"request body is larger than {limit} bytes")
     try:
         return json.loads(bytes(data))
-    except (UnicodeDecodeError, ValueError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: hostile nesting depth
         raise Refusal(400, "invalid_json", "the request body is not valid JSON") from None
 
 

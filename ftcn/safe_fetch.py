@@ -134,9 +134,13 @@ def confine_local_path(file_path: str, policy: FetchPolicy) -> Path:
     real = Path(os.path.realpath(raw))
     if not any(_inside(real, root) for root in policy.allowed_dirs):
         raise Refusal(403, "path_not_allowed", "file_path is outside the allowed directories")
-    if not real.exists():
+    try:
+        exists, is_file = real.exists(), real.is_file()
+    except OSError:  # e.g. a name longer than the file system allows (ENAMETOOLONG)
+        raise Refusal(400, "invalid_path", "file_path cannot be a file on this server") from None
+    if not exists:
         raise Refusal(404, "not_found", "file_path does not exist")
-    if not real.is_file():
+    if not is_file:
         raise Refusal(400, "not_a_file", "file_path is not a regular file")
     return real
 

@@ -39,3 +39,33 @@ def test_video_writer_accepts_frame_larger_than_stream(tmp_path: Path) -> None:
         w.write(np.zeros((40, 50, 3), np.uint8))
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) == 2
+
+
+def _predict_status(tmp_path: Path, raw: bytes) -> tuple[int, dict]:
+    import asyncio
+
+    from predict_support import StandInAnalyzer, predict_client, serve_cfg
+
+    from ftcn.predict_service import PredictService
+
+    allowed = tmp_path / "allowed"
+    allowed.mkdir(exist_ok=True)
+    service = PredictService(serve_cfg(allowed_dirs=[str(allowed)]), StandInAnalyzer())
+
+    async def go() -> tuple[int, dict]:
+        async with predict_client(service) as client:
+            resp = await client.post("/predict", data=raw, headers={"Content-Type": "application/json"})
+            return resp.status, await resp.json()
+
+    return asyncio.run(go())
+
+
+def test_predict_deeply_nested_json_is_a_400(tmp_path: Path) -> None:
+    status, body = _predict_status(tmp_path, b"[" * 30000 + b"]" * 30000)
+    assert status == 400 and body["error"] == "invalid_json", body
+
+
+def test_predict_overlong_path_component_is_a_400(tmp_path: Path) -> None:
+    name = "a" * 300 + ".mp4"  # longer than NAME_MAX: stat() raises ENAMETOOLONG
+    status, body = _predict_status(tmp_path, b'{"file_path": "' + name.encode() + b'"}')
+    assert 400 <= status < 500, body
