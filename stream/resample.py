@@ -21,6 +21,8 @@ class FpsResampler:
     def keep(self, pts: float) -> bool:
         if self.period <= 0:
             return True
+        if self._next is not None and pts < self._next - 2.0 * self.period:
+            self._next = None  # PTS went backwards (source clock reset, loop, discontinuity): re-anchor
         # A quarter period of tolerance absorbs PTS jitter (29.97 vs 30 fps keeps every frame).
         if self._next is None or pts >= self._next - 0.25 * self.period:
             if self._next is None or pts - self._next > self.period:
