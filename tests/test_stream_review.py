@@ -11,3 +11,38 @@ def test_resampler_recovers_when_pts_jumps_backwards() -> None:
     r = FpsResampler(30)
     assert sum(r.keep(100 + i / 30) for i in range(30)) == 30
     assert sum(r.keep(i / 30) for i in range(60)) == 60
+
+
+def test_reconnect_backoff_does_not_hold_default_executor_threads() -> None:
+    # The backoff between reconnects used to sleep in the loop's default executor: a few
+    # sources waiting to reconnect (a camera site losing its network) starved every other
+    # user of it: asyncio.to_thread (WHIP frame conversion, MJPEG encoding) and DNS lookups.
+    import asyncio
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stream.queues import StageQueue
+    from stream.sources import ReconnectPolicy, RTSPSource
+
+    with socket.socket() as s:  # a closed loopback port: connection refused at once
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def go() -> float:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(1))
+        states: list[str] = []
+        src = RTSPSource("cam", f"rtsp://127.0.0.1:{port}/x", open_timeout_s=1, read_timeout_s=1,
+                         policy=ReconnectPolicy(initial_s=5.0, max_s=5.0, jitter=0.0),
+                         on_status=lambda _sid, st: states.append(st.state))
+        task = asyncio.create_task(src.run(StageQueue(4, drop_oldest=True)))
+        while "reconnecting" not in states:
+            await asyncio.sleep(0.02)
+        t0 = loop.time()
+        await asyncio.wait_for(asyncio.to_thread(lambda: None), 3.0)
+        waited = loop.time() - t0
+        src.stop()
+        await asyncio.wait_for(task, 3.0)
+        return waited
+
+    assert asyncio.run(go()) < 1.0

@@ -205,10 +205,11 @@ class PyAVSource(Source):
             self.report("reconnecting", error=outcome, attempt=attempt, retry_in_s=round(delay, 2))
             self.generation += 1
             self.resampler.reset()
-            try:
-                await asyncio.wait_for(loop.run_in_executor(None, self._stop.wait, delay), delay + 1.0)
-            except asyncio.TimeoutError:
-                pass
+            # Sleep on the loop, not in an executor thread: many sources backing off at once must
+            # not starve the default executor (asyncio.to_thread users, DNS lookups).
+            deadline = loop.time() + delay
+            while not self.stopped and loop.time() < deadline:
+                await asyncio.sleep(min(0.1, max(0.0, deadline - loop.time())))
         self.report("ended", error=None)
 
     def _interrupt(self) -> None:
