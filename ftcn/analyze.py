@@ -27,6 +27,7 @@ from ftcn.checkpoint import file_sha256
 from ftcn.clip_extraction import AlignedClip, ClipExtractor
 from ftcn.config import model_threshold, resolve_device
 from ftcn.detector import RetinaFaceDetector
+from ftcn.errors import ConfigError
 from ftcn.video import probe_video
 from ftcn.weights import resolve_checkpoint, resolve_detector_weights
 
@@ -37,6 +38,20 @@ def verdict(score: float | None, threshold: float) -> str:
     if score is None:
         return "NO_FACE"
     return "FAKE" if score > threshold else "REAL"
+
+
+def _positive_int(value: Any, name: str) -> int:
+    """A setting that must be an integer >= 1: a bad config value is a one-line ConfigError, not a
+    traceback (stride 0 broke clip windowing) or a silently empty run (max_frames -1 read nothing)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    try:
+        number = int(value)
+    except ValueError:
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}") from None
+    if number < 1 or number != float(value):
+        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+    return number
 
 
 class Analyzer:
@@ -95,8 +110,10 @@ class Analyzer:
         t_start = time.perf_counter()
         video_path = str(video_path)
         info = probe_video(video_path)
-        stride = int(stride or self.cfg["analyze"]["stride"])
+        stride = _positive_int(stride or self.cfg["analyze"]["stride"], "analyze.stride")
         max_frames = max_frames if max_frames is not None else self.cfg["analyze"].get("max_frames")
+        if max_frames is not None:
+            max_frames = _positive_int(max_frames, "analyze.max_frames")
         batch_size = max(1, int(batch_size or self.cfg["analyze"]["batch_size"]))
         extractor = ClipExtractor(self.detector, self.cfg, stride, self.align_backend, self.device)
 

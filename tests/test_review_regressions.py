@@ -6,6 +6,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 
 from ftcn.video import FrameReader, VideoWriter
 
@@ -69,3 +70,19 @@ def test_predict_overlong_path_component_is_a_400(tmp_path: Path) -> None:
     name = "a" * 300 + ".mp4"  # longer than NAME_MAX: stat() raises ENAMETOOLONG
     status, body = _predict_status(tmp_path, b'{"file_path": "' + name.encode() + b'"}')
     assert 400 <= status < 500, body
+
+
+@pytest.mark.parametrize("bad", ["stride: 0", "stride: -2", "max_frames: -1", "stride: fast"])
+def test_bad_analyze_config_values_are_one_line_errors(bad, tmp_path, videos_dir, random_ckpt, retinaface_weights,
+                                                        capsys) -> None:
+    from ftcn.cli import main
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"analyze:\n  {bad}\n")
+    video = videos_dir / "real" / "hdtf_real_RD_Radio10_clip_2s_512.mp4"
+    extra = [] if "max_frames" in bad else ["--max-frames", "8"]
+    code = main(["analyze", str(video), "--out", str(tmp_path / "o"), "--config", str(cfg), "--checkpoint",
+                 str(random_ckpt), "--detector-weights", str(retinaface_weights), "--device", "cpu",
+                 "--no-video", "--no-plot", "--quiet", *extra])
+    err = capsys.readouterr().err
+    assert code != 0 and "analyze." in err and "Traceback" not in err, err
