@@ -94,6 +94,10 @@ async def add_stream(request: web.Request) -> web.Response:
         return _json_error(400, "body must be JSON: {\"id\": ..., \"url\": ...}")
     if not isinstance(body, dict) or not isinstance(body.get("url"), str) or not body["url"]:
         return _json_error(400, "a JSON object with a non-empty string 'url' is required")
+    if body.get("id") is not None and not isinstance(body["id"], str):
+        return _json_error(400, "'id' must be a string")
+    if body.get("realtime") is not None and not isinstance(body["realtime"], bool):
+        return _json_error(400, "'realtime' must be true or false")
     sid = body.get("id") or f"stream{len(p.streams)}"
     while sid in p.streams and not body.get("id"):
         sid = f"{sid}_"

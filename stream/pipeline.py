@@ -37,8 +37,10 @@ _VALID_ID = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-
 
 def check_stream_id(stream_id: str) -> str:
     """Stream ids become MQTT topic levels: no '/', '+', '#', spaces."""
-    if not stream_id or len(stream_id) > 64 or not set(stream_id) <= _VALID_ID:
+    if not isinstance(stream_id, str) or not stream_id or len(stream_id) > 64 or not set(stream_id) <= _VALID_ID:
         raise ValueError(f"invalid stream id {stream_id!r}: use 1-64 of [A-Za-z0-9._-]")
+    if stream_id in (".", ".."):  # unreachable as a URL path segment (/streams/{id}, /ws/{id})
+        raise ValueError(f"invalid stream id {stream_id!r}: '.' and '..' are not usable in URLs")
     return stream_id
 
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
 from stream.resample import FpsResampler
 
 
@@ -46,3 +52,45 @@ def test_reconnect_backoff_does_not_hold_default_executor_threads() -> None:
         return waited
 
     assert asyncio.run(go()) < 1.0
+
+
+@pytest.fixture(scope="module")
+def pipeline(retinaface_weights: Path, random_ckpt: Path) -> Any:
+    """One real pipeline object (RetinaFace + random FTCN on CPU), started and stopped per test."""
+    from ftcn.config import load_config
+    from stream.pipeline import Pipeline
+
+    cfg = load_config(overrides={"stream": {"device": "cpu", "stats_interval_s": 60, "stop_timeout_s": 5}})
+    return Pipeline(cfg, checkpoint=random_ckpt, detector_weights=retinaface_weights, device="cpu")
+
+
+def test_post_streams_rejects_non_string_and_dot_ids(pipeline: Any) -> None:
+    # A non-string id used to add the stream and then answer 500 (int) or crash the handler
+    # before adding (list, dict: unhashable); "." and ".." are valid by the character set but
+    # unreachable as URL path segments (/streams/.., /ws/..), so such a stream could not be managed.
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from stream.http import create_app
+
+    async def go() -> tuple[list[int], list]:
+        await pipeline.start()
+        client = TestClient(TestServer(create_app(pipeline)))
+        await client.start_server()
+        try:
+            codes = []
+            for body in ({"id": 5, "url": "/nonexistent.mp4"}, {"id": ["a"], "url": "/nonexistent.mp4"},
+                         {"id": {"a": 1}, "url": "/nonexistent.mp4"}, {"id": "..", "url": "/nonexistent.mp4"},
+                         {"id": ".", "url": "/nonexistent.mp4"},
+                         {"id": "ok", "url": "/nonexistent.mp4", "realtime": "no"}):
+                r = await client.post("/streams", json=body)
+                codes.append(r.status)
+                assert r.content_type == "application/json"
+            listed = (await (await client.get("/streams")).json())["streams"]
+            return codes, listed
+        finally:
+            await client.close()
+            await pipeline.stop()
+
+    codes, listed = asyncio.run(go())
+    assert codes == [400] * 6
+    assert listed == []
