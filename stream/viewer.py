@@ -27,6 +27,7 @@ from stream.http import CONFIG, PIPELINE
 log = logging.getLogger("stream.viewer")
 
 BOUNDARY = "ftcnframe"
+MAX_TRACKS = 64  # face tracks remembered per stream (rolling score + sparkline history)
 
 
 @dataclass
@@ -106,8 +107,14 @@ class FrameHub:
             return
         if ev.kind == "face_score":
             tid = int(ev.payload["track"])
+            v.rolling.pop(tid, None)  # re-insert: dict order = least recently scored first
             v.rolling[tid] = float(ev.payload["rolling_score"])
-            v.history.setdefault(tid, deque(maxlen=self.history)).append(ev.payload)
+            v.history[tid] = v.history.pop(tid, None) or deque(maxlen=self.history)
+            v.history[tid].append(ev.payload)
+            while len(v.history) > MAX_TRACKS:  # tracks are never announced as gone: keep the newest
+                old = next(iter(v.history))
+                del v.history[old]
+                v.rolling.pop(old, None)
         elif ev.kind == "alert" and ev.payload.get("event") == "close" and ev.track_id is not None:
             pass
         topic = self.topic(ev)

@@ -94,3 +94,21 @@ def test_post_streams_rejects_non_string_and_dot_ids(pipeline: Any) -> None:
     codes, listed = asyncio.run(go())
     assert codes == [400] * 6
     assert listed == []
+
+
+def test_viewer_hub_forgets_old_tracks() -> None:
+    # The viewer kept the rolling score and a 30-message history of every face track ever seen
+    # on a stream: a camera watching a hallway for days grew without bound, and every new
+    # websocket was first sent the whole history.
+    from stream.events import Event
+    from stream.viewer import FrameHub
+
+    hub = FrameHub(history=30)
+    for tid in range(5000):
+        for _ in range(3):
+            hub.on_event(Event("face_score", "cam", {"track": tid, "rolling_score": 0.1, "score": 0.1},
+                               track_id=tid))
+    v = hub.views["cam"]
+    assert len(v.history) <= 64 and len(v.rolling) <= 64
+    assert 4999 in v.history and 4999 in v.rolling  # the newest faces are kept
+    assert len(hub.snapshot("cam")) <= 64 * 30 + 3
