@@ -27,7 +27,7 @@ from ftcn.checkpoint import file_sha256
 from ftcn.clip_extraction import AlignedClip, ClipExtractor
 from ftcn.config import model_threshold, resolve_device
 from ftcn.detector import RetinaFaceDetector
-from ftcn.errors import ConfigError
+from ftcn.errors import ConfigError, InputError
 from ftcn.video import probe_video
 from ftcn.weights import resolve_checkpoint, resolve_detector_weights
 
@@ -143,6 +143,9 @@ class Analyzer:
         finally:
             bar.close()
 
+        if extractor.num_frames == 0:  # nothing analysed: not a NO_FACE verdict
+            reason = "; ".join(extractor.decode_errors) or "no frame could be decoded"
+            raise InputError(f"{video_path}: no frame could be decoded ({reason})")
         report = self._report(video_path, info, extractor, clip_records, stride)
         expected = info.num_frames if max_frames is None else min(max_frames, info.num_frames or max_frames)
         if expected and extractor.num_frames < expected - 1:

@@ -86,3 +86,22 @@ def test_bad_analyze_config_values_are_one_line_errors(bad, tmp_path, videos_dir
                  "--no-video", "--no-plot", "--quiet", *extra])
     err = capsys.readouterr().err
     assert code != 0 and "analyze." in err and "Traceback" not in err, err
+
+
+def test_video_with_no_decodable_frame_is_an_error(tmp_path, videos_dir, random_ckpt, retinaface_weights,
+                                                   capsys) -> None:
+    """Header fine, every packet garbage: nothing was analysed, so no NO_FACE verdict and exit code 0."""
+    from ftcn.cli import main
+
+    data = bytearray((videos_dir / "real" / "hdtf_real_RD_Radio10_clip_2s_512.mp4").read_bytes())
+    start, moov = data.find(b"mdat") + 4, data.find(b"moov")
+    assert 0 < start < moov, "fixture layout: mdat before moov"
+    data[start : moov - 4] = bytes(moov - 4 - start)
+    video = tmp_path / "zeroed.mp4"
+    video.write_bytes(data)
+    out = tmp_path / "o"
+    code = main(["analyze", str(video), "--out", str(out), "--checkpoint", str(random_ckpt), "--detector-weights",
+                 str(retinaface_weights), "--device", "cpu", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "decod" in err and "Traceback" not in err, err
+    assert not (out / "report.json").exists()
