@@ -238,7 +238,10 @@ class Pipeline:
     async def _track_loop(self) -> None:
         while True:
             item: DetectedFrame = await self.q_track.get()
-            await self.track.handle(item)
+            try:
+                await self.track.handle(item)
+            except Exception:  # noqa: BLE001 - one bad frame must not stop tracking for every stream
+                log.exception("stream %s: tracking failed on frame %d", item.frame.stream_id, item.frame.index)
             self.q_track.task_done()
 
     def _on_faces(self, ff: FrameFaces) -> None:
@@ -258,15 +261,19 @@ class Pipeline:
         while True:
             item = await self.q_aggregate.get()
             now = time.time()
-            if isinstance(item, ClipScore):
-                self._on_score(item, now)
-            elif isinstance(item, TrackEnded):
-                for change in self.aggregator.end_face(item.stream_id, item.track_id, now):
-                    self._publish_alert(change)
-                self._publish_stream_score(item.stream_id, now)
-            elif isinstance(item, StreamEnd):
-                for change in self.aggregator.end_stream(item.stream_id, now, "stream ended"):
-                    self._publish_alert(change)
+            try:
+                if isinstance(item, ClipScore):
+                    self._on_score(item, now)
+                elif isinstance(item, TrackEnded):
+                    for change in self.aggregator.end_face(item.stream_id, item.track_id, now):
+                        self._publish_alert(change)
+                    self._publish_stream_score(item.stream_id, now)
+                elif isinstance(item, StreamEnd):
+                    for change in self.aggregator.end_stream(item.stream_id, now, "stream ended"):
+                        self._publish_alert(change)
+            except Exception:  # noqa: BLE001 - one bad item must not stop scoring for every stream
+                log.exception("aggregation failed on %s", type(item).__name__)
+            if isinstance(item, StreamEnd):
                 self._stream_done.setdefault(item.stream_id, asyncio.Event()).set()
             self.q_aggregate.task_done()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -16,6 +17,7 @@ from ftcn.align import estimate_clip_transforms_torch, warp_clips_torch
 from stream.frames import AlignedClip, ClipJob
 from stream.queues import StageQueue, get_batch
 
+log = logging.getLogger("stream.align")
 
 def align_jobs(jobs: list[ClipJob], imsize: int = 224, device: str = "cpu") -> torch.Tensor:
     """Clips (B, T, imsize, imsize, 3) uint8 on `device`: one transform per clip, one grid_sample call."""
@@ -54,9 +56,16 @@ class AlignStage:
             aligned: dict[int, torch.Tensor] = {}
             if jobs:
                 t0 = time.perf_counter()
-                out = await loop.run_in_executor(self.executor, align_jobs, jobs, self.imsize, self.device)
+                try:
+                    out = await loop.run_in_executor(self.executor, align_jobs, jobs, self.imsize, self.device)
+                except Exception:  # noqa: BLE001 - one failed batch loses its clips, not the stage
+                    log.exception("align failed on a batch of %d clips; the clips are dropped", len(jobs))
+                    items = [i for i in items if not isinstance(i, ClipJob)]
+                    for _ in jobs:
+                        self.inp.task_done()
+                    jobs, out = [], []
                 aligned = {id(j): out[k] for k, j in enumerate(jobs)}
-                if self.metrics is not None:
+                if self.metrics is not None and jobs:
                     self.metrics.stage_latency.labels("align").observe(time.perf_counter() - t0)
                     self.metrics.batch_size.labels("align").observe(len(jobs))
             for item in items:

@@ -50,12 +50,19 @@ class ClassifyStage:
             scores: dict[int, float] = {}
             if clips:
                 t0 = time.perf_counter()
-                x = torch.stack([c.frames for c in clips])
-                probs = await loop.run_in_executor(self.executor, self.classifier, x)
+                try:
+                    x = torch.stack([c.frames for c in clips])
+                    probs = await loop.run_in_executor(self.executor, self.classifier, x)
+                except Exception:  # noqa: BLE001 - one failed batch loses its clips, not the stage
+                    log.exception("classifier failed on a batch of %d clips; the clips are dropped", len(clips))
+                    items = [i for i in items if not isinstance(i, AlignedClip)]
+                    for _ in clips:
+                        self.inp.task_done()
+                    clips, probs = [], []
                 done = time.time()
                 scores = {id(c): p for c, p in zip(clips, probs)}
                 self.clips += len(clips)
-                if self.metrics is not None:
+                if self.metrics is not None and clips:
                     self.metrics.stage_latency.labels("classify").observe(time.perf_counter() - t0)
                     self.metrics.batch_size.labels("classify").observe(len(clips))
             for item in items:

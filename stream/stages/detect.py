@@ -8,6 +8,7 @@ bottom/right only: coordinates stay frame coordinates, no rescaling back is need
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -18,6 +19,7 @@ import numpy as np
 from stream.frames import DetectedFrame, Frame, FrameBatch
 from stream.queues import StageQueue
 
+log = logging.getLogger("stream.detect")
 
 def letterbox(images: list[np.ndarray]) -> np.ndarray:
     """Stack RGB frames of different sizes into one (N, Hmax, Wmax, 3) batch, zero-padded bottom/right."""
@@ -49,6 +51,7 @@ class DetectStage:
         self.mode = mode
         self.forwards = 0
         self.multi_stream_batches = 0
+        self.failed_batches = 0
 
     def _detect(self, frames: list[Frame]) -> list[Any]:
         if self.mode == "group":
@@ -70,7 +73,14 @@ class DetectStage:
             batch = await self.inp.get()
             frames = [f for f in batch.frames if f.image is not None]  # end markers pass through
             t0 = time.perf_counter()
-            found = await loop.run_in_executor(self.executor, self._detect, frames) if frames else []
+            try:
+                found = await loop.run_in_executor(self.executor, self._detect, frames) if frames else []
+            except Exception:  # noqa: BLE001 - one failed forward loses its frames, not the stage
+                log.exception("detector failed on a batch of %d frames; the frames are dropped", len(frames))
+                self.failed_batches += 1
+                frames = []
+                batch = FrameBatch([f for f in batch.frames if f.image is None], batch.created)
+                found = []
             it = iter(found)
             dets = [next(it) if f.image is not None else None for f in batch.frames]
             n_streams = len({f.stream_id for f in frames})
