@@ -171,6 +171,7 @@ def test_preprocess_writes_clips_with_provenance(clip_data, videos_dir) -> None:
     summary = json.loads((clip_data / layout.SUMMARY).read_text())
     assert summary["no_face"] == ["fake/" + Path(NO_FACE).name]
     assert summary["ok"] == 2 and summary["clips"] == 2
+    assert not (clip_data / ".candidates").exists()  # spilled candidates are cleaned up
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ spaced.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ftcn.checkpoint import file_sha256
-from ftcn.clip_extraction import AlignedClip, ClipExtractor
+from ftcn.clip_extraction import ClipExtractor
 from ftcn.detector import FaceDetections
 from ftcn.errors import FTCNError, InputError
 from ftcn.training import layout
@@ -117,6 +118,15 @@ def select_evenly(items: list[Any], k: int) -> list[Any]:
 
 
 @dataclass
+class _SpilledClip:
+    """A candidate clip whose frames wait on disk until the selection."""
+
+    track_id: int
+    frame_indices: list[int]
+    path: Path
+
+
+@dataclass
 class PreprocessSettings:
     max_clips: int = 8
     max_frames: int | None = 512
@@ -171,24 +181,37 @@ class Preprocessor:
         n = info.num_frames if s.max_frames is None else min(s.max_frames, info.num_frames or s.max_frames)
         stride = clip_stride(n, s.max_clips, self.clip_size)
         extractor = ClipExtractor(self.detector, self.cfg, stride, self.align_backend, self.device)
-        by_track: dict[int, list[AlignedClip]] = {}
-        for clip in extractor.run(str(video.path), max_frames=s.max_frames):
-            by_track.setdefault(clip.track_id, []).append(clip)
-        long_enough = {t for t, summ in extractor.tracks.items() if summ.num_frames >= s.min_track_frames}
-        candidates = [
-            c for tid in sorted(by_track) if tid in long_enough
-            for c in sorted(by_track[tid], key=lambda c: c.frame_indices[0])
-        ]
-        chosen = select_evenly(candidates, s.max_clips)
-        clips = []
-        for k, clip in enumerate(chosen):
-            rec = layout.ClipRecord(
-                file=f"{layout.LABEL_NAMES[video.label]}/{video_id}/c{k:03d}.npz",
-                label=video.label, video=video.rel, video_id=video_id, video_sha256=sha,
-                track_id=int(clip.track_id), frame_indices=[int(i) for i in clip.frame_indices],
-            )
-            layout.save_clip(self.out / rec.file, clip.frames, rec)
-            clips.append(asdict(rec))
+        # Candidates are spilled to disk as they come (raw .npy, cheap to write) and only their
+        # metadata stays in memory: a long video with many tracks would otherwise hold every aligned
+        # clip (4.8 MB each) until the selection at the end.
+        spill = self.out / ".candidates" / video_id
+        shutil.rmtree(spill, ignore_errors=True)
+        spill.mkdir(parents=True)
+        try:
+            by_track: dict[int, list[_SpilledClip]] = {}
+            for i, clip in enumerate(extractor.run(str(video.path), max_frames=s.max_frames)):
+                path = spill / f"{i:06d}.npy"
+                np.save(path, clip.frames)
+                by_track.setdefault(clip.track_id, []).append(_SpilledClip(clip.track_id, clip.frame_indices, path))
+            long_enough = {t for t, summ in extractor.tracks.items() if summ.num_frames >= s.min_track_frames}
+            candidates = [
+                c for tid in sorted(by_track) if tid in long_enough
+                for c in sorted(by_track[tid], key=lambda c: c.frame_indices[0])
+            ]
+            chosen = select_evenly(candidates, s.max_clips)
+            clips = []
+            for k, clip in enumerate(chosen):
+                rec = layout.ClipRecord(
+                    file=f"{layout.LABEL_NAMES[video.label]}/{video_id}/c{k:03d}.npz",
+                    label=video.label, video=video.rel, video_id=video_id, video_sha256=sha,
+                    track_id=int(clip.track_id), frame_indices=[int(i) for i in clip.frame_indices],
+                )
+                layout.save_clip(self.out / rec.file, np.load(clip.path), rec)
+                clips.append(asdict(rec))
+        finally:
+            shutil.rmtree(spill, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                spill.parent.rmdir()  # only when no other video's spill is there
         return {
             "video": video.rel,
             "label": video.label,
