@@ -11,18 +11,25 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_timeline(report: dict[str, Any], out_path: Path) -> Path:
+def timeline_series(report: dict[str, Any]) -> dict[int, tuple[list[float], list[float]]]:
+    """Per track: (time in seconds, face score) for every frame with a score."""
     fps = float(report.get("fps") or 25.0)
-    threshold = float(report["threshold"])
-    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
     per_track: dict[int, tuple[list[float], list[float]]] = {}
     for frame in report["frames"]:
         for face in frame["faces"]:
             if face["score"] is None:
                 continue
             xs, ys = per_track.setdefault(face["track_id"], ([], []))
-            xs.append(frame["frame"] / fps)
+            # The frame's own timestamp keeps variable-frame-rate videos right; frame/fps otherwise.
+            xs.append(frame["pts"] if frame.get("pts") is not None else frame["frame"] / fps)
             ys.append(face["score"])
+    return per_track
+
+
+def plot_timeline(report: dict[str, Any], out_path: Path) -> Path:
+    threshold = float(report["threshold"])
+    fig, ax = plt.subplots(figsize=(10, 4), dpi=100)
+    per_track = timeline_series(report)
     for tid, (xs, ys) in sorted(per_track.items()):
         ax.plot(xs, ys, marker=".", markersize=2, linewidth=1.2, label=f"face #{tid}")
     ax.axhline(threshold, color="red", linestyle="--", linewidth=1, label=f"threshold {threshold:.4g}")

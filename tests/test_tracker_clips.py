@@ -121,3 +121,18 @@ def test_sliding_buffer_emits_every_stride() -> None:
     assert [i for i, _ in emitted] == [31, 39, 47, 55]
     assert emitted[1][1] == list(range(8, 40))
     assert len(buf) == 32
+
+
+def test_timeline_uses_frame_timestamps() -> None:
+    """Variable frame rate: the plot's time axis is each frame's PTS, not frame / fps."""
+    from ftcn.timeline import timeline_series
+
+    face = {"track_id": 3, "score": 0.5}
+    report = {"fps": 25.0, "frames": [
+        {"frame": 0, "pts": 0.0, "faces": [face]},
+        {"frame": 1, "pts": 0.1, "faces": [face]},  # a 10 fps stretch in a "25 fps" file
+        {"frame": 2, "pts": None, "faces": [face]},
+        {"frame": 3, "pts": 0.2, "faces": [{"track_id": 3, "score": None}]},
+    ]}
+    xs, ys = timeline_series(report)[3]
+    assert xs == [0.0, 0.1, 2 / 25.0] and ys == [0.5, 0.5, 0.5]
