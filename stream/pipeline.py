@@ -144,8 +144,7 @@ class Pipeline:
 
     async def stop(self) -> None:
         """Stop every source (status `ended` is published), then the stages; no task is left running."""
-        for sid in list(self.streams):
-            await self.remove_stream(sid, reason="shutdown")
+        await asyncio.gather(*(self.remove_stream(sid, reason="shutdown") for sid in list(self.streams)))
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -172,6 +171,7 @@ class Pipeline:
                                           droppable=lambda f: not is_marker(f))
         h = StreamHandle(stream_id, source, q)
         self.streams[stream_id] = h
+        self._stream_done[stream_id] = asyncio.Event()  # fresh: set when this instance's end went through
         self.track.set_live(stream_id, source.live)
         self.muxer.add(stream_id, q)
         h.task = asyncio.create_task(self._run_source(h), name=f"source:{stream_id}")
@@ -182,6 +182,7 @@ class Pipeline:
         try:
             await h.source.run(h.queue)
         except asyncio.CancelledError:
+            h.queue.put_dropping(end_marker(h.stream_id))  # the stages still free the stream's state
             raise
         except Exception as exc:  # noqa: BLE001 - a source failure is a status, not a crash
             log.exception("stream %s: source failed", h.stream_id)
@@ -206,7 +207,23 @@ class Pipeline:
         if h.stats_task is not None:
             h.stats_task.cancel()
             await asyncio.gather(h.stats_task, return_exceptions=True)
+        # Keep the id taken until the end marker has gone through every stage: the tracker and
+        # aggregator free the stream's state then, and a stream re-added under the same id
+        # cannot be mixed up with this one's frames still in flight.
+        done = self._stream_done.get(stream_id)
+        if done is not None:
+            try:
+                await asyncio.wait_for(done.wait(), float(self.scfg.get("stop_timeout_s", 10)))
+            except asyncio.TimeoutError:
+                log.warning("stream %s: end not confirmed by the stages in time", stream_id)
         self.streams.pop(stream_id, None)
+        self._stream_done.pop(stream_id, None)
+        self.muxer.remove(stream_id)
+        self.track.forget(stream_id)
+        try:
+            self.metrics.clip_latency.remove(stream_id)
+        except KeyError:  # no clip was scored
+            pass
         for change in self.aggregator.end_stream(stream_id, time.time(), reason):
             self._publish_alert(change)
         return True

@@ -142,3 +142,40 @@ def test_a_failing_detector_batch_does_not_stop_the_pipeline(pipeline: Any, vide
 
     processed = asyncio.run(go())
     assert calls["n"] >= 2 and 0 < processed < 12
+
+
+def test_removed_stream_leaves_no_per_stream_state(pipeline: Any, videos_dir: Path) -> None:
+    # Removing a stream left its queue in the muxer (scanned on every batch forever), its
+    # Prometheus latency series, its done-event and tracking counters; and remove_stream
+    # returned before the stream's end had gone through the stages, so its tracker state (crop
+    # rings) could outlive it and a stream re-added under the same id inherited it.
+    from prometheus_client import generate_latest
+
+    video = videos_dir / "real" / "liveportrait_real_d12_man_talking_512.mp4"
+
+    async def go() -> dict[str, Any]:
+        await pipeline.start()
+        try:
+            pipeline.add_stream("a", str(video), realtime=False, max_frames=32)
+            await pipeline.wait_stream("a", timeout=60)
+            had_series = 'stream="a"' in generate_latest(pipeline.metrics.registry).decode()
+            pipeline.add_stream("b", str(video), realtime=True)
+            while pipeline.track.processed("b") < 3:
+                await asyncio.sleep(0.05)
+            await pipeline.remove_stream("a")
+            await pipeline.remove_stream("b")
+            return {
+                "had_series": had_series,
+                "metrics": generate_latest(pipeline.metrics.registry).decode(),
+                "mux": set(pipeline.muxer.inputs),
+                "tracks": set(pipeline.track.streams),
+                "done": set(pipeline._stream_done),
+                "counters": set(pipeline.track._processed) | set(pipeline.track._live),
+            }
+        finally:
+            await pipeline.stop()
+
+    r = asyncio.run(go())
+    assert r["had_series"]
+    assert 'stream="a"' not in r["metrics"] and 'stream="b"' not in r["metrics"]
+    assert r["mux"] == set() and r["tracks"] == set() and r["done"] == set() and r["counters"] == set()

@@ -133,5 +133,11 @@ class TrackStage:
             self.clips_emitted += 1
             await self.emit(job)
 
+    def forget(self, stream_id: str) -> None:
+        """Drop everything kept about a removed stream (its end marker has passed, or never will)."""
+        self.streams.pop(stream_id, None)
+        self._live.pop(stream_id, None)
+        self._processed.pop(stream_id, None)
+
     def processed(self, stream_id: str) -> int:
         return self._processed.get(stream_id, 0)
