@@ -175,6 +175,14 @@ def test_vanished_publisher_is_cleaned_up(env: Any) -> None:
         out = proc.communicate()[0]
     assert "peer gone" in (st["error"] or "") or "peer connection" in (st["error"] or ""), (st, out)
     assert took <= MEDIA_TIMEOUT + 5, took
+    # Removal completes once the stream's end has drained through the stages (a clip in flight on
+    # CPU takes seconds), bounded by stream.stop_timeout_s.
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        "gone" in env["app"].pipeline.streams
+        or any(s.stream_id == "gone" for s in env["app"].app[_whip_sessions()].values())
+    ):
+        time.sleep(0.2)
     assert "gone" not in env["app"].pipeline.streams
     assert not any(s.stream_id == "gone" for s in env["app"].app[_whip_sessions()].values())
 
