@@ -99,10 +99,10 @@ async def add_stream(request: web.Request) -> web.Response:
     if body.get("realtime") is not None and not isinstance(body["realtime"], bool):
         return _json_error(400, "'realtime' must be true or false")
     sid = body.get("id") or f"stream{len(p.streams)}"
-    while sid in p.streams and not body.get("id"):
+    while p.id_taken(sid) and not body.get("id"):
         sid = f"{sid}_"
-    if sid in p.streams:
-        return _json_error(409, f"stream {sid!r} already exists")
+    if p.id_taken(sid):
+        return _json_error(409, f"stream {sid!r} already exists (or is still ending)")
     try:
         p.add_stream(str(sid), body["url"], realtime=body.get("realtime"))
     except ValueError as exc:
@@ -113,7 +113,7 @@ async def add_stream(request: web.Request) -> web.Response:
 async def delete_stream(request: web.Request) -> web.Response:
     p = request.app[PIPELINE]
     sid = request.match_info.get("stream_id") or request.query.get("id", "")
-    if not await p.remove_stream(sid):
+    if not await p.remove_stream(sid, wait=False):
         return _json_error(404, f"no stream {sid!r}")
     return web.json_response({"id": sid, "state": "ended"})
 

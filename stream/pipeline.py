@@ -101,6 +101,8 @@ class Pipeline:
         self._tasks: list[asyncio.Task] = []
         self._executors: list[ThreadPoolExecutor] = []
         self._stream_done: dict[str, asyncio.Event] = {}
+        # Removed streams whose end is still draining through the stages: their id stays taken.
+        self._retiring: dict[str, asyncio.Task] = {}
         self.running = False
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -145,6 +147,7 @@ class Pipeline:
     async def stop(self) -> None:
         """Stop every source (status `ended` is published), then the stages; no task is left running."""
         await asyncio.gather(*(self.remove_stream(sid, reason="shutdown") for sid in list(self.streams)))
+        await asyncio.gather(*list(self._retiring.values()), return_exceptions=True)
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -159,8 +162,8 @@ class Pipeline:
                    max_frames: int | None = None, source: Source | None = None) -> StreamHandle:
         """Start a stream (any URL kind, or a ready `source` such as a PushSource fed by WebRTC)."""
         check_stream_id(stream_id)
-        if stream_id in self.streams:
-            raise KeyError(f"stream {stream_id!r} already exists")
+        if self.id_taken(stream_id):
+            raise KeyError(f"stream {stream_id!r} already exists (or is still ending)")
         if source is None:
             source = make_source(stream_id, url, self.scfg, on_status=self._on_status,
                                  realtime=realtime, max_frames=max_frames)
@@ -193,7 +196,19 @@ class Pipeline:
         else:
             await h.queue.put(end_marker(h.stream_id))
 
-    async def remove_stream(self, stream_id: str, reason: str = "removed") -> bool:
+    def id_taken(self, stream_id: str) -> bool:
+        """True while a stream with this id runs or its end is still draining through the stages."""
+        return stream_id in self.streams or stream_id in self._retiring
+
+    async def remove_stream(self, stream_id: str, reason: str = "removed", *, wait: bool = True) -> bool:
+        """Stop a stream's source (its `ended` status is published), then free its state.
+
+        Freeing waits until the stream's end marker has passed every stage (a clip in flight may
+        take seconds on CPU), so the tracker/aggregator state goes and a stream re-added under the
+        same id cannot mix with this one's frames; until then the id stays taken (`id_taken`).
+        `wait=False` returns once the source has stopped and lets that finish in the background
+        (the HTTP API uses it, so DELETE answers at once).
+        """
         h = self.streams.get(stream_id)
         if h is None:
             return False
@@ -207,26 +222,37 @@ class Pipeline:
         if h.stats_task is not None:
             h.stats_task.cancel()
             await asyncio.gather(h.stats_task, return_exceptions=True)
-        # Keep the id taken until the end marker has gone through every stage: the tracker and
-        # aggregator free the stream's state then, and a stream re-added under the same id
-        # cannot be mixed up with this one's frames still in flight.
-        done = self._stream_done.get(stream_id)
-        if done is not None:
-            try:
-                await asyncio.wait_for(done.wait(), float(self.scfg.get("stop_timeout_s", 10)))
-            except asyncio.TimeoutError:
-                log.warning("stream %s: end not confirmed by the stages in time", stream_id)
+        if self.streams.get(stream_id) is not h:  # removed concurrently by another caller
+            retiring = self._retiring.get(stream_id)
+            if wait and retiring is not None:
+                await asyncio.shield(retiring)
+            return True
         self.streams.pop(stream_id, None)
-        self._stream_done.pop(stream_id, None)
-        self.muxer.remove(stream_id)
-        self.track.forget(stream_id)
-        try:
-            self.metrics.clip_latency.remove(stream_id)
-        except KeyError:  # no clip was scored
-            pass
-        for change in self.aggregator.end_stream(stream_id, time.time(), reason):
-            self._publish_alert(change)
+        task = asyncio.create_task(self._retire(stream_id, reason), name=f"retire:{stream_id}")
+        self._retiring[stream_id] = task
+        if wait:
+            await asyncio.shield(task)
         return True
+
+    async def _retire(self, stream_id: str, reason: str) -> None:
+        try:
+            done = self._stream_done.get(stream_id)
+            if done is not None:
+                try:
+                    await asyncio.wait_for(done.wait(), float(self.scfg.get("stop_timeout_s", 10)))
+                except asyncio.TimeoutError:
+                    log.warning("stream %s: end not confirmed by the stages in time", stream_id)
+            self._stream_done.pop(stream_id, None)
+            self.muxer.remove(stream_id)
+            self.track.forget(stream_id)
+            try:
+                self.metrics.clip_latency.remove(stream_id)
+            except KeyError:  # no clip was scored
+                pass
+            for change in self.aggregator.end_stream(stream_id, time.time(), reason):
+                self._publish_alert(change)
+        finally:
+            self._retiring.pop(stream_id, None)
 
     async def wait_stream(self, stream_id: str, timeout: float | None = None) -> None:
         """Wait until a stream's source has finished and its last clip went through the pipeline."""

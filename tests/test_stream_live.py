@@ -29,7 +29,10 @@ SCORE_KEYS = {"stream", "track", "score", "rolling_score", "box", "first_frame",
 @pytest.fixture(scope="module")
 def env(tmp_path_factory, videos_dir: Path, retinaface_weights: Path, random_ckpt: Path) -> Any:
     tmp = tmp_path_factory.mktemp("live")
-    video = make_rtsp_video(videos_dir / "real" / "liveportrait_real_d12_man_talking_512.mp4", tmp / "cam.mp4")
+    # ~150 s of video: each RTSP client plays the file from its start, and a client reaching its end
+    # reconnects, which would make the "cam1 stays live" checks depend on timing.
+    video = make_rtsp_video(videos_dir / "real" / "liveportrait_real_d12_man_talking_512.mp4", tmp / "cam.mp4",
+                            loops=20)
     rtsp = RTSPServer(video)
     rtsp.start()
     mosq = Mosquitto(tmp)

@@ -179,3 +179,33 @@ def test_removed_stream_leaves_no_per_stream_state(pipeline: Any, videos_dir: Pa
     assert r["had_series"]
     assert 'stream="a"' not in r["metrics"] and 'stream="b"' not in r["metrics"]
     assert r["mux"] == set() and r["tracks"] == set() and r["done"] == set() and r["counters"] == set()
+
+
+def test_removal_without_waiting_keeps_the_id_until_the_end_has_drained(pipeline: Any, videos_dir: Path) -> None:
+    # DELETE /streams and WHIP use remove_stream(wait=False): it must return once the source has
+    # stopped (freeing waited for the stages to drain, several seconds on CPU, which timed out
+    # HTTP clients), while the id stays reserved until the state is really freed.
+    video = videos_dir / "real" / "liveportrait_real_d12_man_talking_512.mp4"
+
+    async def go() -> dict[str, Any]:
+        await pipeline.start()
+        try:
+            pipeline.add_stream("c", str(video), realtime=True)
+            while pipeline.track.processed("c") < 3:
+                await asyncio.sleep(0.05)
+            assert await pipeline.remove_stream("c", wait=False)
+            reserved = pipeline.id_taken("c") and "c" not in pipeline.streams
+            try:
+                pipeline.add_stream("c", str(video), realtime=True)
+                readd_refused = False
+            except KeyError:
+                readd_refused = True
+            second_remove = await pipeline.remove_stream("c", wait=False)
+            await asyncio.wait_for(asyncio.gather(*list(pipeline._retiring.values())), 30)
+            freed = not pipeline.id_taken("c") and "c" not in pipeline.track.streams
+            return {"reserved": reserved, "refused": readd_refused, "second": second_remove, "freed": freed}
+        finally:
+            await pipeline.stop()
+
+    r = asyncio.run(go())
+    assert r == {"reserved": True, "refused": True, "second": False, "freed": True}

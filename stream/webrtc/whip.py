@@ -131,7 +131,7 @@ class WhipSession:
         pipeline = self.app[PIPELINE]
         h = pipeline.streams.get(self.stream_id)
         if h is not None and h.source is self.source:
-            await pipeline.remove_stream(self.stream_id, reason=reason or "ended")
+            await pipeline.remove_stream(self.stream_id, reason=reason or "ended", wait=False)
         with contextlib.suppress(Exception):
             await self.pc.close()
 
@@ -176,7 +176,7 @@ async def whip_post(request: web.Request) -> web.Response:
         return bad
     pipeline = request.app[PIPELINE]
     sessions = request.app[WHIP_SESSIONS]
-    if sid in pipeline.streams:
+    if pipeline.id_taken(sid):
         return web.json_response({"error": f"stream {sid!r} already exists"}, status=409, headers=cors)
     if len(sessions) >= wcfg.max_sessions:
         return web.json_response({"error": "too many WHIP sessions"}, status=503, headers=cors)
@@ -201,7 +201,7 @@ async def whip_post(request: web.Request) -> web.Response:
     except Exception as exc:  # noqa: BLE001 - aiortc raises many types for a bad offer
         await pc.close()
         return web.json_response({"error": f"malformed or unsupported SDP offer: {exc}"}, status=400, headers=cors)
-    if sid in pipeline.streams:  # raced with another POST while negotiating
+    if pipeline.id_taken(sid):  # raced with another POST while negotiating
         await pc.close()
         return web.json_response({"error": f"stream {sid!r} already exists"}, status=409, headers=cors)
     pipeline.add_stream(sid, source.url, source=source)
