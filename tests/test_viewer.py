@@ -127,19 +127,23 @@ def test_video_plays_with_face_boxes_and_score_labels(env: Any, page: Any) -> No
         time.sleep(1.5)
         assert state(page)["framesShown"] > n, "MJPEG frames are not advancing"
     # A face box with a score label, drawn for the frame on screen (matched by PTS), once a clip was scored.
-    page.wait_for_function("() => { const d = window.ftcnViewer.lastDraw;"
-                           " return d && d.boxes.length > 0 && d.boxes[0].score != null; }", timeout=120000)
-    s = state(page)
+    # The box and the overlay pixels are read in one page task while the canvas still shows that draw
+    # (a later video frame without matched boxes clears the canvas).
+    snap = page.wait_for_function("""() => {
+        const v = window.ftcnViewer, d = v.lastDraw;
+        if (!d || !d.boxes.length || d.boxes[0].score == null || v.onCanvas !== d.frame) return null;
+        const b = d.boxes[0], c = document.getElementById('overlay').getContext('2d');
+        const edge = c.getImageData(Math.round(b.x + b.w / 2), Math.round(b.y), 1, 1).data;
+        const mid = c.getImageData(Math.round(b.x + b.w / 2), Math.round(b.y + b.h / 2), 1, 1).data;
+        return {state: JSON.parse(JSON.stringify(v)), px: [Array.from(edge), Array.from(mid)]}; }""",
+                                  timeout=120000).json_value()
+    s = snap["state"]
     box = s["lastDraw"]["boxes"][0]
     assert box["w"] > 20 and box["h"] > 20 and box["label"].startswith(f"#{box['track']} ")
     assert s["matched"] > 0 and s["matched"] >= s["unmatched"], s
     assert abs(s["lastDraw"]["pts"] - s["shownPts"]) <= 0.002 or s["shownPts"] is not None
     # Pixels: the box outline is painted on the overlay canvas in its colour, inside stays see-through.
-    px = page.evaluate("""([x, y, w, h]) => {
-        const c = document.getElementById('overlay').getContext('2d');
-        const edge = c.getImageData(Math.round(x + w / 2), Math.round(y), 1, 1).data;
-        const mid = c.getImageData(Math.round(x + w / 2), Math.round(y + h / 2), 1, 1).data;
-        return [Array.from(edge), Array.from(mid)]; }""", [box["x"], box["y"], box["w"], box["h"]])
+    px = snap["px"]
     edge, mid = px
     assert edge[3] > 200, f"no box outline at the top edge: {edge}"
     want = {"#ea4335": [234, 67, 53], "#fbbc04": [251, 188, 4], "#34a853": [52, 168, 83]}[box["color"]]

@@ -195,6 +195,7 @@
     if (canvas.width !== w || canvas.height !== h) { canvas.width = w; canvas.height = h; }
     const ctx = canvas.getContext("2d");
     ctx.clearRect(0, 0, w, h);
+    S.onCanvas = null;  // frame index whose boxes the canvas shows right now (null: nothing drawn)
     if (S.shownPts === null) return;
     const fm = findFrame(S.shownPts);
     if (!fm) { S.unmatched += 1; return; }
@@ -222,6 +223,7 @@
       boxes.push({ track: f.track, x: x1, y: y1, w: x2 - x1, h: y2 - y1, color: col, label, score });
     }
     S.lastDraw = { pts: fm.pts, frame: fm.frame, boxes, canvas: [w, h] };
+    S.onCanvas = fm.frame;
   }
 
   function shown(pts) {
