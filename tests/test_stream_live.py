@@ -6,7 +6,6 @@ low-res RTSP (192 px, 15 fps), stride 32, alert thresholds at 0 so the random ch
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import urllib.request
@@ -17,7 +16,7 @@ import pytest
 
 from ftcn.config import load_config
 from stream.app import StreamApp
-from tests.helpers.aio import LoopThread, Subscriber
+from tests.helpers.aio import LoopThread, Subscriber, stop_and_list_leftover_tasks
 from tests.helpers.services import Mosquitto, RTSPServer, make_rtsp_video
 
 pytestmark = pytest.mark.slow
@@ -58,13 +57,7 @@ def env(tmp_path_factory, videos_dir: Path, retinaface_weights: Path, random_ckp
     lt.run(start())
     yield {"app": app, "lt": lt, "sub": sub, "rtsp": rtsp, "mosq": mosq, "tmp": tmp}
 
-    async def stop() -> list[str]:
-        await app.stop()
-        await sub.stop()
-        me = asyncio.current_task()
-        return [t.get_name() for t in asyncio.all_tasks() if t is not me and not t.done()]
-
-    left = lt.run(stop())
+    left = stop_and_list_leftover_tasks(lt, app.stop, sub.stop)
     lt.close()
     rtsp.stop()
     mosq.stop()

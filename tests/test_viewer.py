@@ -10,7 +10,6 @@ Alert thresholds are 0 so the random checkpoint opens an alert (banner).
 
 from __future__ import annotations
 
-import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ import pytest
 from ftcn.config import load_config
 from stream.app import StreamApp
 from stream.webrtc.client import WhipClient
-from tests.helpers.aio import LoopThread
+from tests.helpers.aio import LoopThread, stop_and_list_leftover_tasks
 from tests.helpers.services import RTSPServer, make_rtsp_video
 
 pytestmark = pytest.mark.slow
@@ -79,12 +78,7 @@ def env(request, tmp_path_factory, videos_dir: Path, retinaface_weights: Path, r
     if client is not None:
         lt.run(client.stop(), 30)
 
-    async def stop() -> list[str]:
-        await app.stop()
-        me = asyncio.current_task()
-        return [t.get_name() for t in asyncio.all_tasks() if t is not me and not t.done()]
-
-    left = lt.run(stop())
+    left = stop_and_list_leftover_tasks(lt, app.stop)
     lt.close()
     if rtsp is not None:
         rtsp.stop()

@@ -6,7 +6,6 @@ call is downscaled to 320 px, resampled to 15 fps and classified every 32 frames
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import subprocess
@@ -22,7 +21,7 @@ import pytest
 from ftcn.config import load_config
 from stream.app import StreamApp
 from stream.webrtc.client import WhipClient, WhipError
-from tests.helpers.aio import LoopThread, Subscriber
+from tests.helpers.aio import LoopThread, Subscriber, stop_and_list_leftover_tasks
 from tests.helpers.services import Mosquitto
 
 pytestmark = pytest.mark.slow
@@ -58,13 +57,7 @@ def env(tmp_path_factory, videos_dir: Path, retinaface_weights: Path, random_ckp
     base = f"http://127.0.0.1:{app.http_port}"
     yield {"app": app, "lt": lt, "sub": sub, "video": video, "base": base, "tmp": tmp}
 
-    async def stop() -> list[str]:
-        await app.stop()
-        await sub.stop()
-        me = asyncio.current_task()
-        return [t.get_name() for t in asyncio.all_tasks() if t is not me and not t.done()]
-
-    left = lt.run(stop())
+    left = stop_and_list_leftover_tasks(lt, app.stop, sub.stop)
     lt.close()
     mosq.stop()
     assert left == [], f"tasks left running after shutdown: {left}"

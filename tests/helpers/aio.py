@@ -27,6 +27,19 @@ class LoopThread:
         self.loop.close()
 
 
+def stop_and_list_leftover_tasks(lt: LoopThread, *closers: Callable[[], Coroutine[Any, Any, Any]]) -> list[str]:
+    """Await each closer in order on the loop thread; return the names of tasks still running after
+    them (a clean shutdown leaves none)."""
+
+    async def stop() -> list[str]:
+        for close in closers:
+            await close()
+        me = asyncio.current_task()
+        return [t.get_name() for t in asyncio.all_tasks() if t is not me and not t.done()]
+
+    return lt.run(stop())
+
+
 class Subscriber:
     """A real MQTT client that keeps (re)subscribing to `topic` and records (topic, payload, retain)."""
 
