@@ -29,6 +29,18 @@ def wait_port(port: int, timeout: float = 10.0) -> None:
     raise TimeoutError(f"nothing listening on 127.0.0.1:{port}")
 
 
+def terminate(proc: subprocess.Popen | None) -> None:
+    """Stop a server subprocess: SIGTERM, then SIGKILL if it has not exited within 5 s."""
+    if proc is None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Mosquitto:
     """mosquitto on 127.0.0.1:port (anonymous); stop()/start() keep the port for restart tests."""
 
@@ -49,14 +61,8 @@ class Mosquitto:
         wait_port(self.port)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        terminate(self.proc)
+        self.proc = None
 
 
 def make_rtsp_video(src: Path, dst: Path, size: int = 192, loops: int = 3, fps: int = 15) -> Path:
@@ -96,11 +102,5 @@ class RTSPServer:
             raise RuntimeError(f"RTSP server did not start: {line!r}")
 
     def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-            self.proc = None
+        terminate(self.proc)
+        self.proc = None
